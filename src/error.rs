@@ -1,0 +1,132 @@
+//! The crate's error type.
+//!
+//! Every failure a caller may want to react to has its own variant; variants carry the
+//! offending file, tensor or value so that the message alone says what went wrong.
+
+use std::path::PathBuf;
+
+use crate::model::gguf::GgufError;
+
+/// Result alias used throughout trojanscan.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading or scanning a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// The path holds no model trojanscan can read.
+    #[error("{path}: no model found ({why})")]
+    NoModel {
+        /// The path given by the caller.
+        path: PathBuf,
+        /// What was looked for.
+        why: String,
+    },
+
+    /// A pickle-based checkpoint (`.bin`, `.pt`, `.ckpt`, `.pth`), which is never loaded:
+    /// unpickling runs arbitrary code chosen by whoever made the file.
+    #[error(
+        "{path}: refusing to load a pickle checkpoint: unpickling executes code embedded in \
+         the file; convert it to safetensors in a sandbox first"
+    )]
+    PickleRefused {
+        /// The pickle file.
+        path: PathBuf,
+    },
+
+    /// `config.json` (or GGUF metadata) is malformed or describes something unsupported.
+    #[error("invalid model config: {0}")]
+    Config(String),
+
+    /// The architecture is recognised but not supported.
+    #[error("unsupported architecture `{0}` (supported: bert, llama, mistral, qwen2)")]
+    UnsupportedArchitecture(String),
+
+    /// A weight the architecture needs is absent from the checkpoint.
+    #[error("missing tensor `{name}`")]
+    MissingTensor {
+        /// The tensor's name in the checkpoint.
+        name: String,
+    },
+
+    /// A weight has a different shape than the config implies.
+    #[error("tensor `{name}` has shape {found:?}, config implies {expected:?}")]
+    ShapeMismatch {
+        /// The tensor's name in the checkpoint.
+        name: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape stored in the file.
+        found: Vec<usize>,
+    },
+
+    /// A tensor is stored in a dtype trojanscan does not read.
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// The tensor's name in the checkpoint.
+        name: String,
+        /// The dtype as the file names it.
+        dtype: String,
+    },
+
+    /// The safetensors file failed validation.
+    #[error("{path}: invalid safetensors file: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the validator found.
+        source: safetensors::SafeTensorError,
+    },
+
+    /// The sharded-checkpoint index is malformed or points outside the model directory.
+    #[error("{path}: invalid shard index: {why}")]
+    ShardIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// The GGUF file failed validation.
+    #[error("{path}: invalid GGUF file: {source}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What the validator found.
+        source: GgufError,
+    },
+
+    /// The tokenizer could not be built or failed on an input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The caller asked for something invalid (bad option, empty batch, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// CUDA was requested but this build has no CUDA support, or the device failed.
+    #[error("device: {0}")]
+    Device(String),
+
+    /// An error from the tensor library.
+    #[error("tensor op: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
