@@ -1,1 +1,189 @@
-fn main() {}
+//! `trojanscan`: the command-line front end. It parses arguments, calls the library and
+//! prints; all computation lives in the library.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use trojanscan::model::{LoadOptions, Model, Pooling, Precision};
+use trojanscan::DeviceChoice;
+
+#[derive(Parser)]
+#[command(name = "trojanscan", version, about = "Scan open-weight models for backdoors before deploying them")]
+struct Cli {
+    /// Device to run on: cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model: architecture, sizes, dtypes, files.
+    Inspect {
+        /// HF model directory or GGUF file.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run texts through a model and save every layer's pooled hidden states.
+    Activations {
+        /// HF model directory or GGUF file.
+        model: PathBuf,
+        /// Text file, one input per line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output safetensors file (`hidden.0` … `hidden.L`, `logits`).
+        #[arg(long)]
+        out: PathBuf,
+        /// How to pool each layer over tokens.
+        #[arg(long, value_enum, default_value = "mean")]
+        pool: PoolArg,
+        /// f32: dequantize everything; native: run GGUF weights as stored.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionArg,
+        /// Texts per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolArg {
+    Cls,
+    Mean,
+    Last,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Native,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device: DeviceChoice = cli.device.parse()?;
+    match cli.command {
+        Command::Inspect { model, json } => inspect(&model, device, json),
+        Command::Activations {
+            model,
+            input,
+            out,
+            pool,
+            precision,
+            batch_size,
+        } => {
+            let pooling = match pool {
+                PoolArg::Cls => Pooling::Cls,
+                PoolArg::Mean => Pooling::Mean,
+                PoolArg::Last => Pooling::Last,
+            };
+            let precision = match precision {
+                PrecisionArg::F32 => Precision::F32,
+                PrecisionArg::Native => Precision::Native,
+            };
+            activations(&model, device, &input, &out, pooling, precision, batch_size)
+        }
+    }
+}
+
+fn load(model: &Path, device: DeviceChoice, precision: Precision) -> Result<Model> {
+    let mut opts = LoadOptions::with_precision(precision);
+    opts.device = device;
+    Model::load(model, &opts).with_context(|| format!("loading {}", model.display()))
+}
+
+fn inspect(path: &Path, device: DeviceChoice, json: bool) -> Result<()> {
+    let model = load(path, device, Precision::Native)?;
+    let info = model.info();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, info)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "model:        {}", path.display())?;
+    writeln!(out, "architecture: {} ({:?})", info.model_type, info.family)?;
+    writeln!(out, "format:       {}", info.format)?;
+    writeln!(out, "layers:       {}", info.num_layers)?;
+    writeln!(out, "hidden size:  {}", info.hidden_size)?;
+    writeln!(out, "vocab size:   {}", info.vocab_size)?;
+    writeln!(out, "parameters:   {} ({:.1} M)", info.num_parameters, info.num_parameters as f64 / 1e6)?;
+    let dtypes: Vec<String> = info.dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+    writeln!(out, "dtypes:       {}", dtypes.join(", "))?;
+    if let Some(labels) = &info.labels {
+        writeln!(out, "labels:       {}", labels.join(", "))?;
+    }
+    writeln!(out, "files:")?;
+    for (p, len) in &info.files {
+        writeln!(out, "  {:>12}  {}", len, p.display())?;
+    }
+    Ok(())
+}
+
+fn activations(
+    path: &Path,
+    device: DeviceChoice,
+    input: &Path,
+    out: &Path,
+    pooling: Pooling,
+    precision: Precision,
+    batch_size: usize,
+) -> Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model = load(path, device, precision)?;
+    let file = std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
+    let texts: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", input.display()))?;
+    if texts.is_empty() {
+        bail!("{} has no lines", input.display());
+    }
+    let layers = model.info().num_layers + 1;
+    let mut per_layer: Vec<Vec<candle_core::Tensor>> = vec![Vec::new(); layers];
+    let mut logits = Vec::new();
+    for chunk in texts.chunks(batch_size) {
+        let batch = model.encode(chunk)?;
+        let fwd = model.forward_with_states(&batch)?;
+        for (l, t) in fwd.pooled_states(&batch, pooling)?.into_iter().enumerate() {
+            per_layer[l].push(t);
+        }
+        if let Some(lg) = fwd.logits {
+            logits.push(lg);
+        }
+    }
+    let mut tensors = HashMap::new();
+    for (l, parts) in per_layer.iter().enumerate() {
+        tensors.insert(format!("hidden.{l}"), candle_core::Tensor::cat(parts, 0)?.to_dtype(candle_core::DType::F32)?);
+    }
+    if !logits.is_empty() {
+        tensors.insert("logits".to_string(), candle_core::Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?);
+    }
+    candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote {} ({} texts, {} layers + logits)",
+        out.display(),
+        texts.len(),
+        layers
+    );
+    Ok(())
+}

@@ -1,4 +1,575 @@
 //! Loading open-weight models and running them with every layer's state exposed.
+//!
+//! ```no_run
+//! use trojanscan::model::{LoadOptions, Model, Pooling};
+//!
+//! let model = Model::load("fixtures/minilm", &LoadOptions::default())?;
+//! let batch = model.encode(&["a clean sentence", "another one"])?;
+//! let out = model.forward_with_states(&batch)?;
+//! let pooled = out.pooled_states(&batch, Pooling::Mean)?; // one [2, hidden] per layer
+//! assert_eq!(pooled.len(), model.info().num_layers + 1);
+//! # Ok::<(), trojanscan::Error>(())
+//! ```
 
+pub mod bert;
+pub mod config;
 pub mod gguf;
+mod gguf_store;
+pub mod llama;
+pub mod ops;
+mod safetensors;
+pub mod source;
 pub mod tokenizer;
+mod weights;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+pub use self::bert::BertConfig;
+pub use self::config::ModelConfig;
+pub use self::llama::LlamaConfig;
+pub use self::ops::Mode;
+pub use self::safetensors::read_header as read_safetensors_header;
+pub use self::source::{ModelSource, WeightFiles};
+use self::weights::{LinearKind, TensorStore, Weights};
+use crate::device::DeviceChoice;
+use crate::{Error, Result};
+
+/// Largest dimension accepted from a config (vocab, widths, layer counts): bounds every
+/// allocation a config can cause before the weights' own shapes are checked against it.
+pub const MAX_CONFIG_DIM: usize = 1 << 24;
+
+pub(crate) fn check_dims(dims: &[(&str, usize)]) -> Result<()> {
+    for &(name, v) in dims {
+        if v == 0 || v > MAX_CONFIG_DIM {
+            return Err(Error::Config(format!(
+                "{name} = {v} is outside 1..={MAX_CONFIG_DIM}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Numeric precision a model runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Precision {
+    /// Every weight converted (or dequantized) to f32: the reference path.
+    #[default]
+    F32,
+    /// Every weight in f64: for finite-difference checks of gradients.
+    F64,
+    /// Weights as stored: GGUF quantized matrices multiply with candle's quantized kernels
+    /// (as llama.cpp computes); safetensors weights run in f32.
+    Native,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f64" => Ok(Precision::F64),
+            "native" => Ok(Precision::Native),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown precision `{s}` (expected f32, f64 or native)"
+            ))),
+        }
+    }
+}
+
+/// Options for [`Model::load`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Where to run.
+    pub device: DeviceChoice,
+    /// Numeric precision.
+    pub precision: Precision,
+    /// Limits applied to GGUF headers.
+    pub gguf_limits: gguf::GgufLimits,
+}
+
+impl LoadOptions {
+    /// Options with the given precision, other fields default.
+    pub fn with_precision(precision: Precision) -> Self {
+        Self {
+            precision,
+            ..Self::default()
+        }
+    }
+}
+
+/// How to reduce a sequence of hidden states `[s, h]` to one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Pooling {
+    /// The first real token (BERT's `[CLS]`).
+    Cls,
+    /// Mean over real (unpadded) tokens.
+    #[default]
+    Mean,
+    /// The last real token (what a decoder predicts from).
+    Last,
+}
+
+impl FromStr for Pooling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cls" => Ok(Pooling::Cls),
+            "mean" => Ok(Pooling::Mean),
+            "last" => Ok(Pooling::Last),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown pooling `{s}` (expected cls, mean or last)"
+            ))),
+        }
+    }
+}
+
+/// Which side padding goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PaddingSide {
+    /// Pad after the text (BERT's convention).
+    #[default]
+    Right,
+    /// Pad before the text (common for decoders that generate).
+    Left,
+}
+
+/// The family of a loaded model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Family {
+    /// BERT-style encoder.
+    Bert,
+    /// LLaMA-style decoder.
+    Llama,
+}
+
+/// What a model is, for reports and `trojanscan inspect`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// Architecture family.
+    pub family: Family,
+    /// `model_type` as the config names it (`bert`, `llama`, `mistral`, `qwen2`).
+    pub model_type: String,
+    /// Storage format (`safetensors`, `safetensors-sharded`, `gguf`).
+    pub format: String,
+    /// Number of transformer blocks.
+    pub num_layers: usize,
+    /// Width of hidden states.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Parameters, counted from stored tensor shapes.
+    pub num_parameters: u64,
+    /// Stored dtypes and how many tensors have each.
+    pub dtypes: Vec<(String, usize)>,
+    /// Files the model was read from, with sizes in bytes.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Class labels, for a sequence classifier.
+    pub labels: Option<Vec<String>>,
+    /// Precision it runs in.
+    pub precision: Precision,
+}
+
+enum Arch {
+    Bert(bert::Bert),
+    Llama(llama::Llama),
+}
+
+/// A loaded model: architecture, weights on a device, and its tokenizer.
+pub struct Model {
+    arch: Arch,
+    tokenizer: tokenizers::Tokenizer,
+    pad_id: u32,
+    padding: PaddingSide,
+    info: ModelInfo,
+    device: Device,
+}
+
+/// A tokenized, padded batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Token ids `[b, s]` (u32).
+    pub input_ids: Tensor,
+    /// 1 for real tokens, 0 for padding, `[b, s]` (u32).
+    pub attention_mask: Tensor,
+    /// Number of real tokens in each row.
+    pub lengths: Vec<usize>,
+    /// Where the padding is.
+    pub padding: PaddingSide,
+}
+
+impl Batch {
+    /// Pad token-id sequences into a batch.
+    pub fn from_ids(ids: &[Vec<u32>], pad_id: u32, padding: PaddingSide, device: &Device) -> Result<Self> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        let s = ids.iter().map(Vec::len).max().unwrap_or(0);
+        if s == 0 {
+            return Err(Error::InvalidArgument("every sequence in the batch is empty".into()));
+        }
+        let b = ids.len();
+        let mut flat = Vec::with_capacity(b * s);
+        let mut mask = Vec::with_capacity(b * s);
+        for row in ids {
+            let pad = s - row.len();
+            if padding == PaddingSide::Left {
+                flat.extend(std::iter::repeat_n(pad_id, pad));
+                mask.extend(std::iter::repeat_n(0u32, pad));
+            }
+            flat.extend_from_slice(row);
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            if padding == PaddingSide::Right {
+                flat.extend(std::iter::repeat_n(pad_id, pad));
+                mask.extend(std::iter::repeat_n(0u32, pad));
+            }
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(flat, (b, s), device)?,
+            attention_mask: Tensor::from_vec(mask, (b, s), device)?,
+            lengths: ids.iter().map(Vec::len).collect(),
+            padding,
+        })
+    }
+
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether the batch has no rows (never true for a constructed batch).
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// Padded sequence length.
+    pub fn seq_len(&self) -> usize {
+        self.input_ids.dims().get(1).copied().unwrap_or(0)
+    }
+
+    /// Index of the first and last real token of each row.
+    fn first_last(&self) -> (Vec<u32>, Vec<u32>) {
+        let s = self.seq_len();
+        self.lengths
+            .iter()
+            .map(|&n| match self.padding {
+                PaddingSide::Right => (0, n.saturating_sub(1) as u32),
+                PaddingSide::Left => ((s - n) as u32, s.saturating_sub(1) as u32),
+            })
+            .unzip()
+    }
+
+    /// Pick one position per row: `[b, s, h]` -> `[b, h]`.
+    fn gather_rows(&self, x: &Tensor, pos: &[u32]) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let idx: Vec<u32> = pos
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| (r * s) as u32 + p)
+            .collect();
+        let idx = Tensor::from_vec(idx, b, x.device())?;
+        Ok(x.reshape((b * s, h))?.index_select(&idx, 0)?)
+    }
+
+    /// Pool hidden states `[b, s, h]` to `[b, h]` over real tokens.
+    pub fn pool(&self, x: &Tensor, pooling: Pooling) -> Result<Tensor> {
+        let (first, last) = self.first_last();
+        match pooling {
+            Pooling::Cls => self.gather_rows(x, &first),
+            Pooling::Last => self.gather_rows(x, &last),
+            Pooling::Mean => {
+                let m = self.attention_mask.to_dtype(x.dtype())?.unsqueeze(2)?;
+                let sum = x.broadcast_mul(&m)?.sum(1)?;
+                let n = m.sum(1)?;
+                Ok(sum.broadcast_div(&n)?)
+            }
+        }
+    }
+}
+
+/// Everything one forward pass exposes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ForwardOutput {
+    /// `[b, s, h]` after the embeddings (index 0) and after every block (1..=L), before
+    /// any final norm.
+    pub hidden_states: Vec<Tensor>,
+    /// Decoders: the last block's output after the final RMS norm, `[b, s, h]`.
+    pub final_hidden: Option<Tensor>,
+    /// BERT pooler output `[b, h]`, when the checkpoint has a pooler.
+    pub pooler_output: Option<Tensor>,
+    /// Classifier: `[b, n_labels]`. Decoder: next-token logits at the last real token,
+    /// `[b, vocab]`. Bare encoders: none.
+    pub logits: Option<Tensor>,
+}
+
+impl ForwardOutput {
+    /// Every layer's states pooled to `[b, h]`.
+    pub fn pooled_states(&self, batch: &Batch, pooling: Pooling) -> Result<Vec<Tensor>> {
+        self.hidden_states
+            .iter()
+            .map(|h| batch.pool(h, pooling))
+            .collect()
+    }
+}
+
+impl Model {
+    /// Load a model from an HF directory, a GGUF file, or a directory holding one GGUF.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let device = opts.device.open()?;
+        let dtype = match opts.precision {
+            Precision::F64 => DType::F64,
+            _ => DType::F32,
+        };
+        let kind = if opts.precision == Precision::Native {
+            LinearKind::Quantized
+        } else {
+            LinearKind::Dense
+        };
+        match ModelSource::detect(path)? {
+            ModelSource::HfDir {
+                config,
+                weights,
+                tokenizer,
+                ..
+            } => {
+                let cfg = ModelConfig::from_file(&config)?;
+                let (store, format) = match &weights {
+                    WeightFiles::Single(p) => (safetensors::SafetensorsStore::open(p)?, "safetensors"),
+                    WeightFiles::Sharded(p) => {
+                        (safetensors::SafetensorsStore::open_index(p)?, "safetensors-sharded")
+                    }
+                };
+                let tok = tokenizer::from_json_file(&tokenizer)?;
+                let mut files = vec![config.clone(), tokenizer.clone()];
+                if let WeightFiles::Sharded(p) = &weights {
+                    files.push(p.clone());
+                }
+                files.extend(store.paths());
+                let w = Weights::new(&store, dtype, &device, kind);
+                let arch = match &cfg {
+                    ModelConfig::Bert(c) => Arch::Bert(bert::Bert::new(c, &w)?),
+                    ModelConfig::Llama(c) => Arch::Llama(llama::Llama::new(c, &w)?),
+                };
+                Self::assemble(arch, tok, &store, format, files, opts.precision, device)
+            }
+            ModelSource::Gguf { path } => {
+                let mut store = gguf_store::GgufStore::open(&path, &opts.gguf_limits)?;
+                let cfg = store.llama_config()?;
+                let tok = tokenizer::from_gguf(&store.file)?;
+                let w = Weights::new(&store, dtype, &device, kind);
+                let arch = Arch::Llama(llama::Llama::new(&cfg, &w)?);
+                let files = vec![store.path().to_path_buf()];
+                Self::assemble(arch, tok, &store, "gguf", files, opts.precision, device)
+            }
+        }
+    }
+
+    fn assemble(
+        arch: Arch,
+        tokenizer: tokenizers::Tokenizer,
+        store: &dyn TensorStore,
+        format: &str,
+        files: Vec<PathBuf>,
+        precision: Precision,
+        device: Device,
+    ) -> Result<Self> {
+        let dtype_names = store.dtypes();
+        let mut dtypes: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut num_parameters = 0u64;
+        for (name, dt) in &dtype_names {
+            *dtypes.entry(dt.clone()).or_default() += 1;
+            if let Some(shape) = store.shape(name) {
+                num_parameters += shape.iter().product::<usize>() as u64;
+            }
+        }
+        let files = files
+            .into_iter()
+            .map(|p| {
+                let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                (p, len)
+            })
+            .collect();
+        let (family, model_type, num_layers, hidden_size, vocab_size, labels, padding) = match &arch {
+            Arch::Bert(b) => {
+                let c = b.config();
+                let labels = b.has_classifier().then(|| c.labels());
+                (Family::Bert, "bert".to_string(), c.num_hidden_layers, c.hidden_size, c.vocab_size, labels, PaddingSide::Right)
+            }
+            Arch::Llama(l) => {
+                let c = l.config();
+                (Family::Llama, c.model_type.clone(), c.num_hidden_layers, c.hidden_size, c.vocab_size, None, PaddingSide::Right)
+            }
+        };
+        let pad_id = pad_id_of(&tokenizer);
+        Ok(Self {
+            arch,
+            tokenizer,
+            pad_id,
+            padding,
+            info: ModelInfo {
+                family,
+                model_type,
+                format: format.into(),
+                num_layers,
+                hidden_size,
+                vocab_size,
+                num_parameters,
+                dtypes: dtypes.into_iter().collect(),
+                files,
+                labels,
+                precision,
+            },
+            device,
+        })
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The id used for padding.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Pad on the left (decoders) or right (the default) from now on.
+    pub fn set_padding(&mut self, side: PaddingSide) {
+        self.padding = side;
+    }
+
+    /// Tokenize one text with special tokens added as transformers adds them by default.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Tokenize and pad texts into a batch.
+    pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch> {
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenize(t.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Batch::from_ids(&ids, self.pad_id, self.padding, &self.device)
+    }
+
+    /// Token embeddings `[b, s, h]` for a batch's ids: the input that
+    /// [`Model::forward_embeds`] takes (for BERT, before positions and types are added).
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Bert(b) => b.embed(input_ids),
+            Arch::Llama(l) => l.embed(input_ids),
+        }
+    }
+
+    /// The token-embedding matrix `[vocab, h]`.
+    pub fn token_embeddings(&self) -> &Tensor {
+        match &self.arch {
+            Arch::Bert(b) => b.token_embeddings(),
+            Arch::Llama(l) => l.token_embeddings(),
+        }
+    }
+
+    /// The dtype activations are computed in.
+    pub fn dtype(&self) -> DType {
+        match &self.arch {
+            Arch::Bert(b) => b.dtype(),
+            Arch::Llama(l) => l.dtype(),
+        }
+    }
+
+    /// Run the model and keep every layer's hidden state (fast mode).
+    pub fn forward_with_states(&self, batch: &Batch) -> Result<ForwardOutput> {
+        let embeds = self.embed(&batch.input_ids)?;
+        self.forward_embeds(&embeds, batch, Mode::Fast)
+    }
+
+    /// Run the model from input embeddings `[b, s, h]` (for example one-hot rows times
+    /// [`Model::token_embeddings`], so gradients reach token choices). `Mode::Differentiable`
+    /// uses primitive ops only; it needs f32/f64 weights ([`Precision::Native`] GGUF
+    /// weights have no backward pass).
+    pub fn forward_embeds(&self, embeds: &Tensor, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
+        let mask = &batch.attention_mask;
+        match &self.arch {
+            Arch::Bert(b) => {
+                if batch.padding == PaddingSide::Left {
+                    return Err(Error::InvalidArgument(
+                        "BERT uses absolute positions: pad on the right".into(),
+                    ));
+                }
+                let out = b.forward_embeds(embeds, mask, mode)?;
+                Ok(ForwardOutput {
+                    hidden_states: out.hidden,
+                    final_hidden: None,
+                    pooler_output: out.pooled,
+                    logits: out.logits,
+                })
+            }
+            Arch::Llama(l) => {
+                if mode == Mode::Differentiable && !l.is_differentiable() {
+                    return Err(Error::InvalidArgument(
+                        "differentiable mode needs dequantized weights: load with precision f32 or f64"
+                            .into(),
+                    ));
+                }
+                let out = l.forward_embeds(embeds, mask, mode)?;
+                let (_, last) = batch.first_last();
+                let last_h = batch.gather_rows(&out.final_hidden, &last)?;
+                let logits = l.logits(&last_h)?;
+                Ok(ForwardOutput {
+                    hidden_states: out.hidden,
+                    final_hidden: Some(out.final_hidden),
+                    pooler_output: None,
+                    logits: Some(logits),
+                })
+            }
+        }
+    }
+
+    /// Next-token logits at every position, `[b, s, vocab]` (decoders only).
+    pub fn logits_all(&self, out: &ForwardOutput) -> Result<Tensor> {
+        match (&self.arch, &out.final_hidden) {
+            (Arch::Llama(l), Some(f)) => l.logits(f),
+            _ => Err(Error::InvalidArgument("per-position logits need a decoder".into())),
+        }
+    }
+}
+
+/// The tokenizer's padding id, else a conventional pad token, else 0. Padding positions are
+/// masked, so the choice only matters for what the ids tensor shows.
+fn pad_id_of(tok: &tokenizers::Tokenizer) -> u32 {
+    if let Some(p) = tok.get_padding() {
+        return p.pad_id;
+    }
+    ["[PAD]", "<pad>", "<|endoftext|>", "</s>"]
+        .iter()
+        .find_map(|t| tok.token_to_id(t))
+        .unwrap_or(0)
+}

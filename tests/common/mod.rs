@@ -1,0 +1,45 @@
+//! Shared helpers for integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A real-model fixture fetched by `scripts/fetch_models.sh`, or `None` (with a printed
+/// reason) when it has not been fetched.
+pub fn fixture(rel: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("TROJANSCAN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("fixtures"));
+    let p = base.join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        println!(
+            "skipping: {} not fetched (run scripts/fetch_models.sh)",
+            p.display()
+        );
+        None
+    }
+}
+
+pub fn minilm() -> Option<PathBuf> {
+    fixture("minilm")
+}
+
+pub fn smollm2() -> Option<PathBuf> {
+    fixture("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Largest |a - b| relative to the largest |b| (the row's scale).
+pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()))
+        / scale
+}
