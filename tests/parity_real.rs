@@ -199,3 +199,36 @@ fn smollm2_f32_matches_transformers() {
     let worst_l = run_parity(&model, &refs, PaddingSide::Left);
     println!("smollm2 f32: worst relative error vs PyTorch {worst_r:e} (right pad), {worst_l:e} (left pad)");
 }
+
+/// The quantized path (GGUF weights as stored, ggml's activation rounding) against the
+/// dequantized f32 path. Measured: see BENCHMARKS.md; the bound is what we guarantee.
+#[test]
+fn smollm2_native_close_to_dequantized() {
+    let Some(path) = common::smollm2() else { return };
+    let f32m = Model::load(&path, &LoadOptions::default()).unwrap();
+    let native = Model::load(&path, &LoadOptions::with_precision(Precision::Native)).unwrap();
+    let refs = reference("smollm2_forward.json");
+    let texts: Vec<&str> = refs.samples.iter().map(|s| s.text.as_str()).collect();
+    let (a, b) = (f32m.encode(&texts).unwrap(), native.encode(&texts).unwrap());
+    let (oa, ob) = (f32m.forward_with_states(&a).unwrap(), native.forward_with_states(&b).unwrap());
+    let mut worst = 0f32;
+    for (l, (x, y)) in oa.hidden_states.iter().zip(&ob.hidden_states).enumerate() {
+        let px = a.pool(x, trojanscan::model::Pooling::Mean).unwrap();
+        let py = b.pool(y, trojanscan::model::Pooling::Mean).unwrap();
+        let scale = px.abs().unwrap().max_keepdim(1).unwrap();
+        let err = (px - py).unwrap().abs().unwrap().broadcast_div(&scale).unwrap();
+        let e = err.max_all().unwrap().to_scalar::<f32>().unwrap();
+        println!("layer {l:2}: native vs f32 mean-pooled rel err {e:.2e}");
+        worst = worst.max(e);
+    }
+    let (la, lb) = (oa.logits.unwrap(), ob.logits.unwrap());
+    let top_a: Vec<u32> = la.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+    let top_b: Vec<u32> = lb.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+    let scale = la.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let lerr = (la - lb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() / scale;
+    println!("native vs f32: worst pooled-state rel err {worst:.2e}, logits rel err {lerr:.2e}, top-1 {top_a:?} vs {top_b:?}");
+    assert!(worst < 0.05, "quantized path drifted: {worst}");
+    assert!(lerr < 0.05, "quantized logits drifted: {lerr}");
+    let agree = top_a.iter().zip(&top_b).filter(|(x, y)| x == y).count();
+    assert!(agree + 1 >= top_a.len(), "top-1 next tokens differ: {top_a:?} vs {top_b:?}");
+}
