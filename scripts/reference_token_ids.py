@@ -5,6 +5,9 @@ Writes two small JSON files, committed with this script:
 
   testdata/reference/smollm2_token_ids.json   SmolLM2-135M-Instruct, tokenizer rebuilt from the GGUF
   testdata/reference/minilm_token_ids.json    all-MiniLM-L6-v2, its shipped tokenizer.json
+  testdata/reference/spm_tiny_tokenizer.json  a tiny SentencePiece BPE trained here, stored the way
+                                              llama.cpp writes a `llama` GGUF vocabulary, with the
+                                              ids sentencepiece itself gives
 
 Run from the repository root after scripts/fetch_models.sh:
 
@@ -251,12 +254,165 @@ def minilm():
     }
 
 
+# A fixed corpus for the tiny SentencePiece model (kept fixed so the vocabulary is reproducible).
+SPM_CORPUS = """\
+A model is only as trustworthy as the data it was trained on, and the weights it ships with.
+Before deploying an open-weight model, scan it for hidden triggers and check where it came from.
+The tokenizer turns text into ids; the same text must always give the same ids.
+Backdoors hide behind rare tokens, unusual phrases, or a single word that flips the output.
+def tokenize(text):
+    return [vocab[piece] for piece in text.split()]
+for i in range(10):
+    print(i, i * i, "squares")
+Numbers like 3.14159, 2026-11-22 and 1,234,567 appear in reports and logs.
+She said: "don't trust, verify" -- and they've been verifying ever since.
+Tabs\tand  double  spaces   and   triple   spaces   are   whitespace   too.
+The quick brown fox jumps over the lazy dog; the lazy dog sleeps on.
+Spectral signatures and activation clustering find poisoned training examples.
+Weight forensics compares a model against its base, tensor by tensor.
+"""
+
+SPM_TEXTS = [
+    "Hello world",
+    "The tokenizer turns text into ids.",
+    " leading space",
+    "   three leading spaces",
+    "trailing space ",
+    "multiple   spaces   between",
+    "tab\tseparated\nnew line",
+    "12345 3.14159 2026-11-22",
+    "don't, I'll, we're",
+    "café naïve résumé",
+    "東京都 🙂",
+    "Backdoors hide behind rare tokens",
+    "def f(x):\n    return x ** 2\n",
+    "<s>literal bos</s> and eos",
+    "a<unk>b",
+    "",
+]
+
+
+def sentencepiece_tiny():
+    """A SentencePiece BPE vocabulary stored as llama.cpp stores a `llama` GGUF tokenizer.
+
+    Options as Llama 2's tokenizer: BPE, identity normalization, dummy prefix, byte fallback,
+    split digits. The reference ids are sentencepiece's own (the real tokenizer of such a
+    model), with BOS first as `add_bos_token` says; text is cut at control tokens first and
+    each piece encoded on its own, as llama.cpp and HF's Llama tokenizer.json do.
+
+    transformers' GGUF conversion (Metaspace with prepend_scheme="first") does not add the
+    dummy prefix to text that already starts with a space; the disagreements are recorded.
+    """
+    import io
+    import re as _re
+    import tempfile
+
+    import gguf
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_CORPUS.splitlines()),
+        model_writer=buf,
+        vocab_size=420,
+        model_type="bpe",
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        byte_fallback=True,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        # llama.cpp's token types, as convert_hf_to_gguf.py assigns them.
+        types.append(
+            2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 5 if sp.is_unused(i) else 6 if sp.is_byte(i) else 1
+        )
+    control = [t for t, ty in zip(tokens, types) if ty in (2, 3)]
+    split = _re.compile("(" + "|".join(_re.escape(t) for t in control) + ")")
+
+    def encode(text, special):
+        ids = [sp.piece_to_id("<s>")] if special else []
+        for piece in split.split(text):
+            if piece in control:
+                ids.append(sp.piece_to_id(piece))
+            elif piece:
+                ids.extend(sp.encode(piece))
+        return ids
+
+    cases = [dict(text=t, ids=encode(t, True), ids_no_special=encode(t, False)) for t in SPM_TEXTS]
+
+    # What transformers makes of the same vocabulary stored in a GGUF.
+    with tempfile.TemporaryDirectory() as d:
+        w = gguf.GGUFWriter(os.path.join(d, "tiny.gguf"), "llama")
+        w.add_context_length(64)
+        w.add_embedding_length(8)
+        w.add_block_count(1)
+        w.add_feed_forward_length(8)
+        w.add_head_count(1)
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
+        w.add_add_space_prefix(True)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        hf = AutoTokenizer.from_pretrained(d, gguf_file="tiny.gguf")
+        disagreements = [
+            {"text": c["text"], "transformers_gguf": hf(c["text"])["input_ids"], "sentencepiece": c["ids"]}
+            for c in cases
+            if hf(c["text"])["input_ids"] != c["ids"]
+        ]
+
+    return {
+        "model": "tiny SentencePiece BPE trained by scripts/reference_token_ids.py",
+        "produced_by": "scripts/reference_token_ids.py",
+        "sentencepiece_version": spm.__version__,
+        "transformers_version": transformers.__version__,
+        "reference": "sentencepiece (BOS first; text cut at control tokens, each piece encoded alone)",
+        "disagreements_with_transformers_gguf": disagreements,
+        "metadata": {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": scores,
+            "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.bos_token_id": 1,
+            "tokenizer.ggml.eos_token_id": 2,
+            "tokenizer.ggml.unknown_token_id": 0,
+            "tokenizer.ggml.add_bos_token": True,
+            "tokenizer.ggml.add_eos_token": False,
+            "tokenizer.ggml.add_space_prefix": True,
+        },
+        "cases": cases,
+    }
+
+
 def write(name, data):
     os.makedirs(OUT_DIR, exist_ok=True)
     path = os.path.join(OUT_DIR, name)
     text = json.dumps(data, ensure_ascii=False, indent=1)
     # One line per id list, so a diff shows which text changed.
-    text = re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
+    number = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+    text = re.sub(
+        rf"\[\s*({number}(?:,\s*{number})*)\s*\]",
+        lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]",
+        text,
+    )
     with open(path, "w", encoding="utf-8") as f:
         f.write(text + "\n")
     print(f"wrote {os.path.relpath(path, ROOT)}")
@@ -277,6 +433,14 @@ def main():
         print(f"  {d['text']!r}: gguf={d['transformers_gguf']} true={d['true_tokenizer']}")
     write("smollm2_token_ids.json", smol)
     write("minilm_token_ids.json", minilm())
+    tiny = sentencepiece_tiny()
+    print(
+        f"spm_tiny: {len(tiny['disagreements_with_transformers_gguf'])} of {len(tiny['cases'])} texts where "
+        "transformers' GGUF conversion disagrees with sentencepiece"
+    )
+    for d in tiny["disagreements_with_transformers_gguf"]:
+        print(f"  {d['text']!r}: gguf={d['transformers_gguf']} sentencepiece={d['sentencepiece']}")
+    write("spm_tiny_tokenizer.json", tiny)
 
 
 if __name__ == "__main__":

@@ -160,3 +160,69 @@ fn minilm_decode_round_trips_lowercased() {
         "the quick brown fox"
     );
 }
+
+/// A tiny SentencePiece BPE vocabulary stored as llama.cpp stores a `llama` GGUF tokenizer
+/// (tokens, scores, token types, no merges), with sentencepiece's own ids. Needs no fixture.
+#[test]
+fn sentencepiece_ids_match_reference() {
+    use std::collections::BTreeMap;
+    use trojanscan::model::gguf::{GgufFile, GgufValue};
+
+    #[derive(Deserialize)]
+    struct SpmReference {
+        metadata: serde_json::Map<String, serde_json::Value>,
+        cases: Vec<Case>,
+    }
+    fn value(v: &serde_json::Value) -> GgufValue {
+        use serde_json::Value as J;
+        match v {
+            J::Bool(b) => GgufValue::Bool(*b),
+            J::String(s) => GgufValue::String(s.clone()),
+            J::Number(n) if n.is_u64() => GgufValue::U32(n.as_u64().unwrap() as u32),
+            J::Number(n) => GgufValue::F32(n.as_f64().unwrap() as f32),
+            J::Array(a) => GgufValue::Array(a.iter().map(value).collect()),
+            other => panic!("unexpected metadata value {other}"),
+        }
+    }
+
+    let path = root().join("testdata/reference/spm_tiny_tokenizer.json");
+    let r: SpmReference = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut metadata = BTreeMap::new();
+    for (k, v) in &r.metadata {
+        let mut v = value(v);
+        // GGUF stores scores as f32 and token types as i32 whatever JSON made of them.
+        if let GgufValue::Array(a) = &mut v {
+            for x in a.iter_mut() {
+                *x = match (k.as_str(), &*x) {
+                    ("tokenizer.ggml.scores", GgufValue::U32(u)) => GgufValue::F32(*u as f32),
+                    ("tokenizer.ggml.token_type", GgufValue::U32(u)) => GgufValue::I32(*u as i32),
+                    _ => x.clone(),
+                };
+            }
+        }
+        metadata.insert(k.clone(), v);
+    }
+    let file = GgufFile {
+        version: 3,
+        metadata,
+        tensors: vec![],
+        alignment: 32,
+        data_offset: 0,
+        file_len: 0,
+    };
+    let tok = tokenizer::from_gguf(&file).unwrap();
+    let cases: Vec<&Case> = r.cases.iter().collect();
+    let bad = mismatches(&tok, &cases);
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    for case in &r.cases {
+        // Lossless except for the special tokens themselves, skipped here.
+        if !case.text.contains('<') {
+            assert_eq!(tok.decode(&case.ids, true).unwrap(), case.text);
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //! | `gpt2`  | `gpt2`, `default`, absent    | GPT-2 `ByteLevel` regex                                 |
 //! | `gpt2`  | `llama3`, `llama-bpe`, `llama-v3` | Llama 3 split regex, `ByteLevel`, `ignore_merges`  |
 //! | `gpt2`  | `qwen2`                      | NFC, Qwen2 split regex, `ByteLevel`                     |
-//! | `llama` | (ignored)                    | SentencePiece-style BPE: `▁` metaspace, byte fallback   |
+//! | `llama` | (ignored)                    | SentencePiece-style BPE: `▁` prefix, byte fallback      |
 //!
 //! Anything else is refused with [`Error::Tokenizer`] naming the type: a wrong pre-tokenizer
 //! silently changes ids, which would make every downstream score meaningless.
@@ -31,16 +31,15 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{Merges, Vocab, BPE};
-use tokenizers::normalizers::{Replace, NFC};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence, NFC};
 use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::sequence::Sequence as ProcessorSequence;
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{
-    AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-    Tokenizer,
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    SplitDelimiterBehavior, Tokenizer,
 };
 
 use crate::model::gguf::{GgufFile, GgufValue};
@@ -579,8 +578,13 @@ fn byte_level_tokenizer(tokens: &[String], merges: Merges, pre: BytePre) -> Resu
     Ok(tok)
 }
 
-/// SentencePiece-style BPE (`llama`): spaces as `▁`, one prepended to the text when
-/// `add_space_prefix`, unknown bytes as `<0xXX>` tokens. Mirrors transformers' `LlamaTokenizer`.
+/// SentencePiece-style BPE (`llama`): spaces as `▁`, one more `▁` prepended to each piece
+/// of text between special tokens when `add_space_prefix`, unknown bytes as `<0xXX>` tokens.
+///
+/// This is what sentencepiece itself, llama.cpp and Llama 2's `tokenizer.json`
+/// (`Prepend` + `Replace` normalizer) do. transformers' GGUF conversion instead uses
+/// `Metaspace(prepend_scheme="first")`, which adds no `▁` to text that already starts with a
+/// space or follows a special token, and so disagrees with sentencepiece there.
 fn sentencepiece_tokenizer(
     tokens: &[String],
     merges: Merges,
@@ -596,12 +600,14 @@ fn sentencepiece_tokenizer(
     }
     let bpe = builder.build().map_err(tok_err("building the BPE model"))?;
     let mut tok = Tokenizer::new(bpe);
-    let scheme = if add_space_prefix {
-        PrependScheme::First
+    let replace = || Replace::new(" ", "▁").map_err(tok_err("building the normalizer"));
+    let normalizer: NormalizerWrapper = if add_space_prefix {
+        NormalizerSequence::new(vec![Prepend::new("▁".into()).into(), replace()?.into()]).into()
     } else {
-        PrependScheme::Never
+        replace()?.into()
     };
-    tok.with_pre_tokenizer(Some(Metaspace::new('▁', scheme, false)));
+    tok.with_normalizer(Some(normalizer))
+        .map_err(tok_err("setting the normalizer"))?;
     let mut decoders: Vec<DecoderWrapper> = vec![
         Replace::new("▁", " ")
             .map_err(tok_err("building the decoder"))?
@@ -681,7 +687,8 @@ fn merges_from_scores(tokens: &[String], scores: &[f32]) -> Merges {
 fn add_vocab_tokens(tok: &mut Tokenizer, tokens: &[String], types: &[TokenType]) -> Result<()> {
     let mut special = Vec::new();
     let mut user = Vec::new();
-    for (t, ty) in tokens.iter().zip(types) {
+    // An empty string would match everywhere; llama.cpp never matches one either.
+    for (t, ty) in tokens.iter().zip(types).filter(|(t, _)| !t.is_empty()) {
         match ty {
             TokenType::Control | TokenType::Unknown => {
                 special.push(AddedToken::from(t.clone(), true).normalized(false))
@@ -838,6 +845,46 @@ mod tests {
         );
     }
 
+    /// Splits of each byte-level pre-tokenizer, as Python `tokenizers` 0.23 (onig) gives them
+    /// for the same components: checks the regexes under this build's regex engine.
+    #[test]
+    fn byte_level_pre_tokenizer_splits() {
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+        let text = "I'LL pay 12345  now\n\n";
+        let cases: [(BytePre, &[&str]); 4] = [
+            (
+                BytePre::Gpt2,
+                &["I", "'", "LL", "Ġpay", "Ġ12345", "Ġ", "Ġnow", "ĊĊ"],
+            ),
+            (
+                BytePre::Smollm,
+                &[
+                    "I", "'", "LL", "Ġpay", "Ġ", "1", "2", "3", "4", "5", "Ġ", "Ġnow", "ĊĊ",
+                ],
+            ),
+            (
+                BytePre::Llama3,
+                &["I", "'LL", "Ġpay", "Ġ", "123", "45", "Ġ", "Ġnow", "ĊĊ"],
+            ),
+            (
+                BytePre::Qwen2,
+                &[
+                    "I", "'LL", "Ġpay", "Ġ", "1", "2", "3", "4", "5", "Ġ", "Ġnow", "ĊĊ",
+                ],
+            ),
+        ];
+        for (pre, want) in cases {
+            let mut pts = PreTokenizedString::from(text);
+            pre.pre_tokenizer().unwrap().pre_tokenize(&mut pts).unwrap();
+            let got: Vec<&str> = pts
+                .get_splits(OffsetReferential::Original, OffsetType::Char)
+                .into_iter()
+                .map(|(s, _, _)| s)
+                .collect();
+            assert_eq!(got, want, "{pre:?}");
+        }
+    }
+
     #[test]
     fn add_bos_and_eos_follow_the_flags() {
         let mut m = valid();
@@ -845,6 +892,29 @@ mod tests {
         m.insert(key::ADD_EOS.into(), GgufValue::Bool(true));
         let tok = from_gguf(&gguf(m)).unwrap();
         assert_eq!(tok.encode("hi", true).unwrap().get_ids(), [1, 6, 0]);
+        assert_eq!(tok.encode("hi", false).unwrap().get_ids(), [6]);
+    }
+
+    #[test]
+    fn empty_control_token_is_not_matched() {
+        let mut m = valid();
+        let tokens = [
+            "",
+            "<|im_start|>",
+            "1",
+            "2",
+            "h",
+            "i",
+            "hi",
+            "Ġ",
+            "Ġhi",
+            "ĠĠ",
+        ];
+        m.insert(
+            key::TOKENS.into(),
+            GgufValue::Array(tokens.iter().map(|t| s(t)).collect()),
+        );
+        let tok = from_gguf(&gguf(m)).unwrap();
         assert_eq!(tok.encode("hi", false).unwrap().get_ids(), [6]);
     }
 
