@@ -43,3 +43,4 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()))
         / scale
 }
+pub mod tiny;
