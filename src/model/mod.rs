@@ -325,6 +325,15 @@ impl ForwardOutput {
     }
 }
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Model {
     /// Load a model from an HF directory, a GGUF file, or a directory holding one GGUF.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {

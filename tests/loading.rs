@@ -1,0 +1,328 @@
+//! Loading: formats, dtypes, shards, and every kind of broken or hostile input getting its
+//! own typed error (never a panic, hang or unbounded allocation).
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::DType;
+use common::tiny::{self, TinyOpts};
+use safetensors::SafeTensorError;
+use trojanscan::model::{LoadOptions, Model, Pooling};
+use trojanscan::Error;
+
+fn load(p: &Path) -> trojanscan::Result<Model> {
+    Model::load(p, &LoadOptions::default())
+}
+
+fn pooled_last(model: &Model) -> Vec<f32> {
+    let b = model.encode(&["the cat sat on the mat"]).unwrap();
+    let out = model.forward_with_states(&b).unwrap();
+    let p = out.pooled_states(&b, Pooling::Mean).unwrap();
+    p.last().unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn loads_f32_f16_bf16_and_sharded_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, write) in [
+        ("bert", tiny::write_bert as fn(&Path, TinyOpts)),
+        ("llama", |p: &Path, o| tiny::write_llama(p, o, "llama")),
+    ] {
+        let reference = {
+            let d = tmp.path().join(format!("{kind}-f32"));
+            write(&d, TinyOpts::default());
+            pooled_last(&load(&d).unwrap())
+        };
+        for (name, opts, tol) in [
+            ("sharded", TinyOpts { sharded: true, ..Default::default() }, 1e-6),
+            ("f16", TinyOpts { dtype: DType::F16, ..Default::default() }, 2e-2),
+            ("bf16", TinyOpts { dtype: DType::BF16, ..Default::default() }, 5e-2),
+        ] {
+            let d = tmp.path().join(format!("{kind}-{name}"));
+            write(&d, opts);
+            let m = load(&d).unwrap();
+            if name == "sharded" {
+                assert_eq!(m.info().format, "safetensors-sharded");
+            }
+            let got = pooled_last(&m);
+            let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = got.iter().zip(&reference).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale;
+            assert!(err < tol, "{kind} {name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn classifier_head_gives_labelled_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts { classifier: true, ..Default::default() });
+    let m = load(tmp.path()).unwrap();
+    assert_eq!(m.info().labels.as_deref(), Some(&["negative".to_string(), "positive".to_string()][..]));
+    let b = m.encode(&["the cat", "a big red car"]).unwrap();
+    let out = m.forward_with_states(&b).unwrap();
+    assert_eq!(out.logits.unwrap().dims(), &[2, 2]);
+    assert_eq!(out.hidden_states.len(), 3);
+}
+
+#[test]
+fn pickle_checkpoints_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A pickle that would run os.system if unpickled.
+    let evil = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
+    for name in ["pytorch_model.bin", "model.pt", "model.ckpt", "weights.pth"] {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, evil).unwrap();
+        assert!(matches!(load(&p), Err(Error::PickleRefused { .. })), "{name}");
+    }
+    // A directory with only a pickle checkpoint.
+    let d = tmp.path().join("dir");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("pytorch_model.bin"), evil).unwrap();
+    std::fs::write(d.join("config.json"), b"{}").unwrap();
+    let err = load(&d).unwrap_err();
+    assert!(matches!(err, Error::PickleRefused { .. }), "{err}");
+    assert!(err.to_string().contains("executes code"));
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts::default());
+    // Config says 3 layers; the weights have 2.
+    let cfg_path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 3.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    match load(tmp.path()) {
+        Err(Error::MissingTensor { name }) => assert!(name.starts_with("encoder.layer.2."), "{name}"),
+        other => panic!("expected MissingTensor, got {:?}", other.err()),
+    }
+    // Config says a wider intermediate layer than stored.
+    cfg["num_hidden_layers"] = 2.into();
+    cfg["intermediate_size"] = 40.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    match load(tmp.path()) {
+        Err(Error::ShapeMismatch { name, expected, found }) => {
+            assert_eq!(name, "encoder.layer.0.intermediate.dense.bias");
+            assert_eq!((expected, found), (vec![40], vec![32]));
+        }
+        other => panic!("expected ShapeMismatch, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn bad_configs_are_typed_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_llama(tmp.path(), TinyOpts::default(), "llama");
+    let cfg_path = tmp.path().join("config.json");
+    let orig: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("model_type", "gpt_neox".into()),
+        ("hidden_size", 0.into()),
+        ("vocab_size", (1u64 << 40).into()),
+        ("num_key_value_heads", 3.into()),
+        ("hidden_act", "tanh".into()),
+        ("rope_theta", (-1.0).into()),
+    ];
+    for (key, val) in cases {
+        let mut c = orig.clone();
+        c[key] = val;
+        std::fs::write(&cfg_path, c.to_string()).unwrap();
+        let err = load(tmp.path()).err().unwrap_or_else(|| panic!("{key} accepted"));
+        assert!(
+            matches!(err, Error::Config(_) | Error::UnsupportedArchitecture(_)),
+            "{key}: {err}"
+        );
+    }
+    std::fs::write(&cfg_path, b"{not json").unwrap();
+    assert!(matches!(load(tmp.path()), Err(Error::Config(_))));
+}
+
+#[test]
+fn missing_files_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(matches!(load(&tmp.path().join("nope")), Err(Error::Io { .. })));
+    assert!(matches!(load(tmp.path()), Err(Error::NoModel { .. })));
+    tiny::write_bert(tmp.path(), TinyOpts::default());
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    match load(tmp.path()) {
+        Err(Error::NoModel { why, .. }) => assert!(why.contains("tokenizer.json")),
+        other => panic!("{:?}", other.err()),
+    }
+    let notgguf = tmp.path().join("x.gguf");
+    std::fs::write(&notgguf, b"GGML....").unwrap();
+    assert!(matches!(load(&notgguf), Err(Error::NoModel { .. })));
+}
+
+// ---- hostile safetensors headers, built from bytes ----
+
+fn st_file(dir: &Path, header: &[u8], data: &[u8], header_len: Option<u64>) {
+    tiny::write_bert(dir, TinyOpts::default());
+    let mut bytes = header_len.unwrap_or(header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(data);
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+}
+
+fn st_err(header: &[u8], data: &[u8], header_len: Option<u64>) -> SafeTensorError {
+    let tmp = tempfile::tempdir().unwrap();
+    st_file(tmp.path(), header, data, header_len);
+    match load(tmp.path()) {
+        Err(Error::Safetensors { source, .. }) => source,
+        other => panic!("expected a safetensors error, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn safetensors_header_length_beyond_file() {
+    // Claims a 1 TB header in a 20-byte file: rejected before allocating.
+    let e = st_err(b"{}", &[], Some(1 << 40));
+    assert!(matches!(e, SafeTensorError::HeaderTooLarge), "{e:?}");
+    let e = st_err(b"{}", &[], Some(4096));
+    assert!(matches!(e, SafeTensorError::InvalidHeaderLength), "{e:?}");
+}
+
+#[test]
+fn safetensors_truncated_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts::default());
+    std::fs::write(tmp.path().join("model.safetensors"), [1u8, 2, 3]).unwrap();
+    assert!(matches!(
+        load(tmp.path()),
+        Err(Error::Safetensors { source: SafeTensorError::HeaderTooSmall, .. })
+    ));
+}
+
+#[test]
+fn safetensors_header_not_utf8_or_json() {
+    let e = st_err(&[0xff, 0xfe, b'{', b'}'], &[], None);
+    assert!(matches!(e, SafeTensorError::InvalidHeader(_)), "{e:?}");
+    let e = st_err(b"{\"a\": ", &[], None);
+    assert!(matches!(e, SafeTensorError::InvalidHeaderDeserialization(_)), "{e:?}");
+}
+
+#[test]
+fn safetensors_offsets_disagree_with_shape() {
+    let h = br#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#;
+    let e = st_err(h, &[0u8; 8], None);
+    assert!(matches!(e, SafeTensorError::TensorInvalidInfo), "{e:?}");
+}
+
+#[test]
+fn safetensors_overlapping_or_gapped_offsets() {
+    let h = br#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let e = st_err(h, &[0u8; 12], None);
+    assert!(matches!(e, SafeTensorError::InvalidOffset(_)), "{e:?}");
+}
+
+#[test]
+fn safetensors_shape_overflow() {
+    let h = br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#;
+    let e = st_err(h, &[0u8; 8], None);
+    assert!(matches!(e, SafeTensorError::ValidationOverflow), "{e:?}");
+}
+
+#[test]
+fn safetensors_data_shorter_or_longer_than_header_says() {
+    let h = br#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+    let e = st_err(h, &[0u8; 8], None);
+    assert!(matches!(e, SafeTensorError::MetadataIncompleteBuffer), "{e:?}");
+    let e = st_err(h, &[0u8; 24], None);
+    assert!(matches!(e, SafeTensorError::MetadataIncompleteBuffer), "{e:?}");
+}
+
+#[test]
+fn safetensors_valid_but_wrong_tensors_is_missing_tensor() {
+    let h = br#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let tmp = tempfile::tempdir().unwrap();
+    st_file(tmp.path(), h, &[0u8; 8], None);
+    assert!(matches!(load(tmp.path()), Err(Error::MissingTensor { .. })));
+}
+
+#[test]
+fn safetensors_unsupported_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts::default());
+    // Re-write the checkpoint with one tensor stored as I16 under its real name.
+    let path = tmp.path().join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (k.clone(), safetensors::Dtype::F32, t.dims().to_vec(), bytes)
+        })
+        .collect();
+    let victim = "embeddings.LayerNorm.bias";
+    for e in owned.iter_mut().filter(|e| e.0 == victim) {
+        e.1 = safetensors::Dtype::I16;
+        e.3 = vec![0u8; 2 * e.2.iter().product::<usize>()];
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(k, d, s, b)| (k.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    match load(tmp.path()) {
+        Err(Error::UnsupportedDtype { name, dtype }) => {
+            assert_eq!(name, victim);
+            assert_eq!(dtype, "I16");
+        }
+        other => panic!("expected UnsupportedDtype, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn shard_index_cannot_escape_the_model_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts { sharded: true, ..Default::default() });
+    let idx = tmp.path().join("model.safetensors.index.json");
+    for evil in ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"] {
+        let j = serde_json::json!({"weight_map": {"embeddings.word_embeddings.weight": evil}});
+        std::fs::write(&idx, j.to_string()).unwrap();
+        match load(tmp.path()) {
+            Err(Error::ShardIndex { why, .. }) => assert!(why.contains("not a file in the model directory"), "{why}"),
+            other => panic!("{evil}: {:?}", other.err()),
+        }
+    }
+    std::fs::write(&idx, b"[1,2,3]").unwrap();
+    assert!(matches!(load(tmp.path()), Err(Error::ShardIndex { .. })));
+}
+
+#[test]
+fn shard_index_must_match_shard_contents() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_bert(tmp.path(), TinyOpts { sharded: true, ..Default::default() });
+    let idx = tmp.path().join("model.safetensors.index.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    j["weight_map"]["ghost.weight"] = "model-00001-of-00002.safetensors".into();
+    std::fs::write(&idx, j.to_string()).unwrap();
+    match load(tmp.path()) {
+        Err(Error::ShardIndex { why, .. }) => assert!(why.contains("ghost.weight"), "{why}"),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn scanner_never_modifies_model_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_llama(tmp.path(), TinyOpts { sharded: true, ..Default::default() }, "llama");
+    let snapshot = |d: &Path| -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p.display().to_string(), std::fs::read(&p).unwrap(), m)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(tmp.path());
+    let m = load(tmp.path()).unwrap();
+    pooled_last(&m);
+    assert_eq!(before, snapshot(tmp.path()));
+}
