@@ -126,8 +126,9 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn apply(self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match self {
+            Activation::GeluErf if mode == Mode::Fast => super::kernels::gelu_erf(x),
             Activation::GeluErf => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
@@ -308,7 +309,7 @@ impl Bert {
             let probs = ops::softmax_last(&scores, mode)?;
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
             let a = blk.attn_norm.forward(&(blk.attn_out.forward(&ctx)? + &x)?, mode)?;
-            let f = self.act.apply(&blk.ffn_in.forward(&a)?)?;
+            let f = self.act.apply(&blk.ffn_in.forward(&a)?, mode)?;
             x = blk.ffn_norm.forward(&(blk.ffn_out.forward(&f)? + &a)?, mode)?;
             hidden.push(x.clone());
         }

@@ -341,8 +341,12 @@ impl Llama {
                 .reshape((b, s, nh * d))?;
             let a = (blk.o.forward(&ctx)? + &x)?;
             let an = ops::rms_norm(&a, &blk.ffn_norm, eps, mode)?;
-            let g = blk.gate.forward(&an)?.silu()?;
-            let f = blk.down.forward(&(g * blk.up.forward(&an)?)?)?;
+            let (g, u) = (blk.gate.forward(&an)?, blk.up.forward(&an)?);
+            let gated = match mode {
+                Mode::Fast => super::kernels::silu_mul(&g, &u)?,
+                Mode::Differentiable => (g.silu()? * u)?,
+            };
+            let f = blk.down.forward(&gated)?;
             x = (f + a)?;
             hidden.push(x.clone());
         }

@@ -15,6 +15,7 @@ pub mod bert;
 pub mod config;
 pub mod gguf;
 mod gguf_store;
+mod kernels;
 pub mod llama;
 pub mod ops;
 mod safetensors;
