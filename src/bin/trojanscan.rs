@@ -161,8 +161,10 @@ fn activations(
     let layers = model.info().num_layers + 1;
     let mut per_layer: Vec<Vec<candle_core::Tensor>> = vec![Vec::new(); layers];
     let mut logits = Vec::new();
-    for chunk in texts.chunks(batch_size) {
-        let batch = model.encode(chunk)?;
+    for (c, chunk) in texts.chunks(batch_size).enumerate() {
+        let batch = model
+            .encode(chunk)
+            .with_context(|| format!("lines {}..={}", c * batch_size + 1, c * batch_size + chunk.len()))?;
         let fwd = model.forward_with_states(&batch)?;
         for (l, t) in fwd.pooled_states(&batch, pooling)?.into_iter().enumerate() {
             per_layer[l].push(t);
@@ -180,10 +182,11 @@ fn activations(
     }
     candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
-        "wrote {} ({} texts, {} layers + logits)",
+        "wrote {}: {} texts, hidden.0..hidden.{}{}",
         out.display(),
         texts.len(),
-        layers
+        layers - 1,
+        if logits.is_empty() { "" } else { ", logits" }
     );
     Ok(())
 }

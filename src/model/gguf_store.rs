@@ -243,11 +243,11 @@ impl TensorStore for GgufStore {
         }
     }
 
-    fn dtypes(&self) -> BTreeMap<String, String> {
+    fn inventory(&self) -> BTreeMap<String, (String, Vec<usize>)> {
         self.file
             .tensors
             .iter()
-            .map(|t| (t.name.clone(), format!("{:?}", t.dtype)))
+            .map(|t| (t.name.clone(), (format!("{:?}", t.dtype), t.shape.clone())))
             .collect()
     }
 }

@@ -217,10 +217,12 @@ impl Batch {
         if ids.is_empty() {
             return Err(Error::InvalidArgument("empty batch".into()));
         }
-        let s = ids.iter().map(Vec::len).max().unwrap_or(0);
-        if s == 0 {
-            return Err(Error::InvalidArgument("every sequence in the batch is empty".into()));
+        if let Some(i) = ids.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!(
+                "sequence {i} of the batch has no tokens"
+            )));
         }
+        let s = ids.iter().map(Vec::len).max().unwrap_or(0);
         let b = ids.len();
         let mut flat = Vec::with_capacity(b * s);
         let mut mask = Vec::with_capacity(b * s);
@@ -397,12 +399,12 @@ impl Model {
         precision: Precision,
         device: Device,
     ) -> Result<Self> {
-        let dtype_names = store.dtypes();
         let mut dtypes: std::collections::BTreeMap<String, usize> = Default::default();
         let mut num_parameters = 0u64;
-        for (name, dt) in &dtype_names {
+        for (dt, shape) in store.inventory().values() {
             *dtypes.entry(dt.clone()).or_default() += 1;
-            if let Some(shape) = store.shape(name) {
+            // Integer tensors are buffers (e.g. BERT's position_ids), not parameters.
+            if !matches!(dt.as_str(), "I64" | "I32" | "I16" | "I8" | "U8" | "U16" | "U32" | "U64" | "BOOL") {
                 num_parameters += shape.iter().product::<usize>() as u64;
             }
         }

@@ -237,14 +237,14 @@ impl TensorStore for SafetensorsStore {
         Ok(t.to_dtype(dtype)?.to_device(device)?)
     }
 
-    fn dtypes(&self) -> BTreeMap<String, String> {
+    fn inventory(&self) -> BTreeMap<String, (String, Vec<usize>)> {
         self.shards
             .iter()
             .flat_map(|s| {
                 s.metadata
                     .tensors()
                     .into_iter()
-                    .map(|(k, v)| (k, format!("{:?}", v.dtype)))
+                    .map(|(k, v)| (k, (format!("{:?}", v.dtype), v.shape.clone())))
             })
             .collect()
     }

@@ -20,8 +20,9 @@ pub(crate) trait TensorStore: Send + Sync {
     fn load_quantized(&self, _name: &str, _device: &Device) -> Result<Option<QTensor>> {
         Ok(None)
     }
-    /// Stored dtype of every tensor (for `inspect`), keyed by name.
-    fn dtypes(&self) -> BTreeMap<String, String>;
+    /// Stored dtype and row-major shape of every tensor (for `inspect`), keyed by the name
+    /// in the file.
+    fn inventory(&self) -> BTreeMap<String, (String, Vec<usize>)>;
 }
 
 /// How linear layers hold their weights.
