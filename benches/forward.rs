@@ -26,9 +26,19 @@ fn synthetic_batch(model: &Model, batch: usize, seq: usize) -> Batch {
     Batch::from_ids(&ids, model.pad_id(), PaddingSide::Right, model.device()).unwrap()
 }
 
-fn bench_model(c: &mut Criterion, name: &str, path: &Path, batch: usize, seq: usize, precisions: &[Precision]) {
+fn bench_model(
+    c: &mut Criterion,
+    name: &str,
+    path: &Path,
+    batch: usize,
+    seq: usize,
+    precisions: &[Precision],
+) {
     if !path.exists() {
-        eprintln!("skipping {name}: {} not fetched (run scripts/fetch_models.sh)", path.display());
+        eprintln!(
+            "skipping {name}: {} not fetched (run scripts/fetch_models.sh)",
+            path.display()
+        );
         return;
     }
     let mut group = c.benchmark_group(format!("forward/{name}"));
@@ -37,16 +47,25 @@ fn bench_model(c: &mut Criterion, name: &str, path: &Path, batch: usize, seq: us
     for &p in precisions {
         let model = Model::load(path, &LoadOptions::with_precision(p)).unwrap();
         let b = synthetic_batch(&model, batch, seq);
-        group.bench_with_input(BenchmarkId::new(format!("{p:?}").to_lowercase(), format!("{batch}x{seq}")), &b, |bench, b| {
-            bench.iter(|| model.forward_with_states(b).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new(format!("{p:?}").to_lowercase(), format!("{batch}x{seq}")),
+            &b,
+            |bench, b| bench.iter(|| model.forward_with_states(b).unwrap()),
+        );
     }
     group.finish();
 }
 
 fn forward(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench_model(c, "minilm", &root.join("fixtures/minilm"), 32, 32, &[Precision::F32]);
+    bench_model(
+        c,
+        "minilm",
+        &root.join("fixtures/minilm"),
+        32,
+        32,
+        &[Precision::F32],
+    );
     bench_model(
         c,
         "smollm2",

@@ -21,6 +21,14 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 fn main() -> trojanscan::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(t) = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1))
+    {
+        // candle's GEMM and rayon read this once, at first use.
+        std::env::set_var("RAYON_NUM_THREADS", t);
+    }
     let model_path: String = arg(&args, "--model", "fixtures/minilm".to_string());
     let batch: usize = arg(&args, "--batch", 32);
     let seq: usize = arg(&args, "--seq", 32);
@@ -34,7 +42,9 @@ fn main() -> trojanscan::Result<()> {
         .map(|_| {
             (0..seq)
                 .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (1000 + (state >> 33) % (vocab - 1000)) as u32
                 })
                 .collect()

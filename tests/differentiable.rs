@@ -16,8 +16,12 @@ fn ids_batch(model: &Model, side: PaddingSide) -> Batch {
 
 /// A scalar objective touching every layer, the logits and (for a classifier) the head.
 fn objective(model: &Model, embeds: &Tensor, batch: &Batch, proj: &[Tensor]) -> Tensor {
-    let out = model.forward_embeds(embeds, batch, Mode::Differentiable).unwrap();
-    let pooled = out.pooled_states(batch, trojanscan::model::Pooling::Mean).unwrap();
+    let out = model
+        .forward_embeds(embeds, batch, Mode::Differentiable)
+        .unwrap();
+    let pooled = out
+        .pooled_states(batch, trojanscan::model::Pooling::Mean)
+        .unwrap();
     let mut total = Tensor::zeros((), embeds.dtype(), embeds.device()).unwrap();
     for (p, w) in pooled.iter().zip(proj) {
         total = (total + p.broadcast_mul(w).unwrap().sum_all().unwrap()).unwrap();
@@ -40,7 +44,9 @@ fn check_gradients(model: &Model, side: PaddingSide) {
     let var = Var::from_tensor(&base).unwrap();
     let loss = objective(model, var.as_tensor(), &batch, &proj);
     let grads = loss.backward().unwrap();
-    let g = grads.get(var.as_tensor()).expect("gradient reaches the embeddings");
+    let g = grads
+        .get(var.as_tensor())
+        .expect("gradient reaches the embeddings");
     let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
     let flat: Vec<f64> = base.flatten_all().unwrap().to_vec1().unwrap();
     let eps = 1e-6;
@@ -50,7 +56,11 @@ fn check_gradients(model: &Model, side: PaddingSide) {
     for k in 0..24 {
         let row = k % b;
         let len = batch.lengths[row];
-        let offset = if side == PaddingSide::Left { s - len } else { 0 };
+        let offset = if side == PaddingSide::Left {
+            s - len
+        } else {
+            0
+        };
         let pos = offset + (k * 7) % len;
         let dim = (k * 5) % h;
         let idx = (row * s + pos) * h + dim;
@@ -58,14 +68,23 @@ fn check_gradients(model: &Model, side: PaddingSide) {
             let mut v = flat.clone();
             v[idx] += delta;
             let t = Tensor::from_vec(v, (b, s, h), base.device()).unwrap();
-            objective(model, &t, &batch, &proj).to_scalar::<f64>().unwrap()
+            objective(model, &t, &batch, &proj)
+                .to_scalar::<f64>()
+                .unwrap()
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps);
         let err = (fd - g[idx]).abs() / fd.abs().max(g[idx].abs()).max(1e-3);
         worst = worst.max(err);
-        assert!(err < 1e-5, "coordinate {idx}: autograd {} vs finite difference {fd}", g[idx]);
+        assert!(
+            err < 1e-5,
+            "coordinate {idx}: autograd {} vs finite difference {fd}",
+            g[idx]
+        );
     }
-    println!("{}: worst relative gradient error {worst:.1e}", model.info().model_type);
+    println!(
+        "{}: worst relative gradient error {worst:.1e}",
+        model.info().model_type
+    );
 }
 
 #[test]
@@ -73,7 +92,13 @@ fn gradients_match_finite_differences() {
     let tmp = tempfile::tempdir().unwrap();
     let f64opts = LoadOptions::with_precision(Precision::F64);
     let bert = tmp.path().join("bert");
-    tiny::write_bert(&bert, TinyOpts { classifier: true, ..Default::default() });
+    tiny::write_bert(
+        &bert,
+        TinyOpts {
+            classifier: true,
+            ..Default::default()
+        },
+    );
     check_gradients(&Model::load(&bert, &f64opts).unwrap(), PaddingSide::Right);
     for kind in ["llama", "qwen2"] {
         let dir = tmp.path().join(kind);
@@ -108,7 +133,12 @@ fn one_hot_gradients_match_finite_differences() {
     };
     let oh = onehot(&batch.input_ids);
     let proj: Vec<Tensor> = (0..=model.info().num_layers)
-        .map(|l| Lcg(l as u64).tensor(&[1, tiny::H], 1.0).to_dtype(DType::F64).unwrap())
+        .map(|l| {
+            Lcg(l as u64)
+                .tensor(&[1, tiny::H], 1.0)
+                .to_dtype(DType::F64)
+                .unwrap()
+        })
         .collect();
     let f = |x: &Tensor| {
         let e = x.broadcast_matmul(&emb).unwrap();
@@ -116,7 +146,13 @@ fn one_hot_gradients_match_finite_differences() {
     };
     let var = Var::from_tensor(&oh).unwrap();
     let grads = f(var.as_tensor()).backward().unwrap();
-    let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let g: Vec<f64> = grads
+        .get(var.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let flat: Vec<f64> = oh.flatten_all().unwrap().to_vec1().unwrap();
     let dims = oh.dims().to_vec();
     for k in 0..12 {
@@ -124,7 +160,9 @@ fn one_hot_gradients_match_finite_differences() {
         let at = |d: f64| {
             let mut x = flat.clone();
             x[idx] += d;
-            f(&Tensor::from_vec(x, dims.as_slice(), emb.device()).unwrap()).to_scalar::<f64>().unwrap()
+            f(&Tensor::from_vec(x, dims.as_slice(), emb.device()).unwrap())
+                .to_scalar::<f64>()
+                .unwrap()
         };
         let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
         let err = (fd - g[idx]).abs() / fd.abs().max(g[idx].abs()).max(1e-3);
@@ -145,9 +183,18 @@ fn fast_and_differentiable_modes_agree() {
         let batch = ids_batch(&model, PaddingSide::Right);
         let e = model.embed(&batch.input_ids).unwrap();
         let a = model.forward_embeds(&e, &batch, Mode::Fast).unwrap();
-        let b = model.forward_embeds(&e, &batch, Mode::Differentiable).unwrap();
+        let b = model
+            .forward_embeds(&e, &batch, Mode::Differentiable)
+            .unwrap();
         for (x, y) in a.hidden_states.iter().zip(&b.hidden_states) {
-            let d = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d < 1e-5, "{}: modes differ by {d}", dir.display());
         }
     }

@@ -35,9 +35,30 @@ fn loads_f32_f16_bf16_and_sharded_alike() {
             pooled_last(&load(&d).unwrap())
         };
         for (name, opts, tol) in [
-            ("sharded", TinyOpts { sharded: true, ..Default::default() }, 1e-6),
-            ("f16", TinyOpts { dtype: DType::F16, ..Default::default() }, 2e-2),
-            ("bf16", TinyOpts { dtype: DType::BF16, ..Default::default() }, 5e-2),
+            (
+                "sharded",
+                TinyOpts {
+                    sharded: true,
+                    ..Default::default()
+                },
+                1e-6,
+            ),
+            (
+                "f16",
+                TinyOpts {
+                    dtype: DType::F16,
+                    ..Default::default()
+                },
+                2e-2,
+            ),
+            (
+                "bf16",
+                TinyOpts {
+                    dtype: DType::BF16,
+                    ..Default::default()
+                },
+                5e-2,
+            ),
         ] {
             let d = tmp.path().join(format!("{kind}-{name}"));
             write(&d, opts);
@@ -47,7 +68,11 @@ fn loads_f32_f16_bf16_and_sharded_alike() {
             }
             let got = pooled_last(&m);
             let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = got.iter().zip(&reference).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale;
+            let err = got
+                .iter()
+                .zip(&reference)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
+                / scale;
             assert!(err < tol, "{kind} {name}: {err}");
         }
     }
@@ -56,9 +81,18 @@ fn loads_f32_f16_bf16_and_sharded_alike() {
 #[test]
 fn classifier_head_gives_labelled_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny::write_bert(tmp.path(), TinyOpts { classifier: true, ..Default::default() });
+    tiny::write_bert(
+        tmp.path(),
+        TinyOpts {
+            classifier: true,
+            ..Default::default()
+        },
+    );
     let m = load(tmp.path()).unwrap();
-    assert_eq!(m.info().labels.as_deref(), Some(&["negative".to_string(), "positive".to_string()][..]));
+    assert_eq!(
+        m.info().labels.as_deref(),
+        Some(&["negative".to_string(), "positive".to_string()][..])
+    );
     let b = m.encode(&["the cat", "a big red car"]).unwrap();
     let out = m.forward_with_states(&b).unwrap();
     assert_eq!(out.logits.unwrap().dims(), &[2, 2]);
@@ -73,7 +107,10 @@ fn pickle_checkpoints_are_refused() {
     for name in ["pytorch_model.bin", "model.pt", "model.ckpt", "weights.pth"] {
         let p = tmp.path().join(name);
         std::fs::write(&p, evil).unwrap();
-        assert!(matches!(load(&p), Err(Error::PickleRefused { .. })), "{name}");
+        assert!(
+            matches!(load(&p), Err(Error::PickleRefused { .. })),
+            "{name}"
+        );
     }
     // A directory with only a pickle checkpoint.
     let d = tmp.path().join("dir");
@@ -91,11 +128,14 @@ fn missing_and_misshapen_tensors_are_named() {
     tiny::write_bert(tmp.path(), TinyOpts::default());
     // Config says 3 layers; the weights have 2.
     let cfg_path = tmp.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["num_hidden_layers"] = 3.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     match load(tmp.path()) {
-        Err(Error::MissingTensor { name }) => assert!(name.starts_with("encoder.layer.2."), "{name}"),
+        Err(Error::MissingTensor { name }) => {
+            assert!(name.starts_with("encoder.layer.2."), "{name}")
+        }
         other => panic!("expected MissingTensor, got {:?}", other.err()),
     }
     // Config says a wider intermediate layer than stored.
@@ -103,7 +143,11 @@ fn missing_and_misshapen_tensors_are_named() {
     cfg["intermediate_size"] = 40.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     match load(tmp.path()) {
-        Err(Error::ShapeMismatch { name, expected, found }) => {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            found,
+        }) => {
             assert_eq!(name, "encoder.layer.0.intermediate.dense.bias");
             assert_eq!((expected, found), (vec![40], vec![32]));
         }
@@ -116,7 +160,8 @@ fn bad_configs_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();
     tiny::write_llama(tmp.path(), TinyOpts::default(), "llama");
     let cfg_path = tmp.path().join("config.json");
-    let orig: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let orig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     let cases: Vec<(&str, serde_json::Value)> = vec![
         ("model_type", "gpt_neox".into()),
         ("hidden_size", 0.into()),
@@ -129,7 +174,9 @@ fn bad_configs_are_typed_errors() {
         let mut c = orig.clone();
         c[key] = val;
         std::fs::write(&cfg_path, c.to_string()).unwrap();
-        let err = load(tmp.path()).err().unwrap_or_else(|| panic!("{key} accepted"));
+        let err = load(tmp.path())
+            .err()
+            .unwrap_or_else(|| panic!("{key} accepted"));
         assert!(
             matches!(err, Error::Config(_) | Error::UnsupportedArchitecture(_)),
             "{key}: {err}"
@@ -142,7 +189,10 @@ fn bad_configs_are_typed_errors() {
 #[test]
 fn missing_files_are_explained() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(matches!(load(&tmp.path().join("nope")), Err(Error::Io { .. })));
+    assert!(matches!(
+        load(&tmp.path().join("nope")),
+        Err(Error::Io { .. })
+    ));
     assert!(matches!(load(tmp.path()), Err(Error::NoModel { .. })));
     tiny::write_bert(tmp.path(), TinyOpts::default());
     std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
@@ -159,7 +209,10 @@ fn missing_files_are_explained() {
 
 fn st_file(dir: &Path, header: &[u8], data: &[u8], header_len: Option<u64>) {
     tiny::write_bert(dir, TinyOpts::default());
-    let mut bytes = header_len.unwrap_or(header.len() as u64).to_le_bytes().to_vec();
+    let mut bytes = header_len
+        .unwrap_or(header.len() as u64)
+        .to_le_bytes()
+        .to_vec();
     bytes.extend_from_slice(header);
     bytes.extend_from_slice(data);
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
@@ -190,7 +243,10 @@ fn safetensors_truncated_file() {
     std::fs::write(tmp.path().join("model.safetensors"), [1u8, 2, 3]).unwrap();
     assert!(matches!(
         load(tmp.path()),
-        Err(Error::Safetensors { source: SafeTensorError::HeaderTooSmall, .. })
+        Err(Error::Safetensors {
+            source: SafeTensorError::HeaderTooSmall,
+            ..
+        })
     ));
 }
 
@@ -199,7 +255,10 @@ fn safetensors_header_not_utf8_or_json() {
     let e = st_err(&[0xff, 0xfe, b'{', b'}'], &[], None);
     assert!(matches!(e, SafeTensorError::InvalidHeader(_)), "{e:?}");
     let e = st_err(b"{\"a\": ", &[], None);
-    assert!(matches!(e, SafeTensorError::InvalidHeaderDeserialization(_)), "{e:?}");
+    assert!(
+        matches!(e, SafeTensorError::InvalidHeaderDeserialization(_)),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -218,7 +277,8 @@ fn safetensors_overlapping_or_gapped_offsets() {
 
 #[test]
 fn safetensors_shape_overflow() {
-    let h = br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#;
+    let h =
+        br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#;
     let e = st_err(h, &[0u8; 8], None);
     assert!(matches!(e, SafeTensorError::ValidationOverflow), "{e:?}");
 }
@@ -227,9 +287,15 @@ fn safetensors_shape_overflow() {
 fn safetensors_data_shorter_or_longer_than_header_says() {
     let h = br#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
     let e = st_err(h, &[0u8; 8], None);
-    assert!(matches!(e, SafeTensorError::MetadataIncompleteBuffer), "{e:?}");
+    assert!(
+        matches!(e, SafeTensorError::MetadataIncompleteBuffer),
+        "{e:?}"
+    );
     let e = st_err(h, &[0u8; 24], None);
-    assert!(matches!(e, SafeTensorError::MetadataIncompleteBuffer), "{e:?}");
+    assert!(
+        matches!(e, SafeTensorError::MetadataIncompleteBuffer),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -262,7 +328,12 @@ fn safetensors_unsupported_dtype() {
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
-        .map(|(k, d, s, b)| (k.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(k, d, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
     match load(tmp.path()) {
@@ -277,13 +348,25 @@ fn safetensors_unsupported_dtype() {
 #[test]
 fn shard_index_cannot_escape_the_model_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny::write_bert(tmp.path(), TinyOpts { sharded: true, ..Default::default() });
+    tiny::write_bert(
+        tmp.path(),
+        TinyOpts {
+            sharded: true,
+            ..Default::default()
+        },
+    );
     let idx = tmp.path().join("model.safetensors.index.json");
-    for evil in ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"] {
+    for evil in [
+        "../outside.safetensors",
+        "/etc/passwd",
+        "sub/../../x.safetensors",
+    ] {
         let j = serde_json::json!({"weight_map": {"embeddings.word_embeddings.weight": evil}});
         std::fs::write(&idx, j.to_string()).unwrap();
         match load(tmp.path()) {
-            Err(Error::ShardIndex { why, .. }) => assert!(why.contains("not a file in the model directory"), "{why}"),
+            Err(Error::ShardIndex { why, .. }) => {
+                assert!(why.contains("not a file in the model directory"), "{why}")
+            }
             other => panic!("{evil}: {:?}", other.err()),
         }
     }
@@ -294,7 +377,13 @@ fn shard_index_cannot_escape_the_model_directory() {
 #[test]
 fn shard_index_must_match_shard_contents() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny::write_bert(tmp.path(), TinyOpts { sharded: true, ..Default::default() });
+    tiny::write_bert(
+        tmp.path(),
+        TinyOpts {
+            sharded: true,
+            ..Default::default()
+        },
+    );
     let idx = tmp.path().join("model.safetensors.index.json");
     let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
     j["weight_map"]["ghost.weight"] = "model-00001-of-00002.safetensors".into();
@@ -308,7 +397,14 @@ fn shard_index_must_match_shard_contents() {
 #[test]
 fn scanner_never_modifies_model_files() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny::write_llama(tmp.path(), TinyOpts { sharded: true, ..Default::default() }, "llama");
+    tiny::write_llama(
+        tmp.path(),
+        TinyOpts {
+            sharded: true,
+            ..Default::default()
+        },
+        "llama",
+    );
     let snapshot = |d: &Path| -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
         let mut v: Vec<_> = std::fs::read_dir(d)
             .unwrap()

@@ -106,14 +106,24 @@ fn check_layer(what: &str, x: &Tensor, b: usize, offset: usize, len: usize, r: &
         .unwrap()
         .sqrt();
     let e = (norm - r.norm).abs() / r.norm;
-    assert!(e < TOL, "{what} layer {} norm {norm} vs {}: {e:e}", r.layer, r.norm);
+    assert!(
+        e < TOL,
+        "{what} layer {} norm {norm} vs {}: {e:e}",
+        r.layer,
+        r.norm
+    );
     worst.max(e)
 }
 
 fn run_parity(model: &Model, refs: &Reference, side: PaddingSide) -> f64 {
     let ids: Vec<Vec<u32>> = refs.samples.iter().map(|s| s.input_ids.clone()).collect();
     for s in &refs.samples {
-        assert_eq!(model.tokenize(&s.text).unwrap(), s.input_ids, "token ids of {:?}", s.text);
+        assert_eq!(
+            model.tokenize(&s.text).unwrap(),
+            s.input_ids,
+            "token ids of {:?}",
+            s.text
+        );
     }
     let mut worst = 0f64;
     // Each text alone, then all texts in one padded batch (masking must not leak).
@@ -122,7 +132,13 @@ fn run_parity(model: &Model, refs: &Reference, side: PaddingSide) -> f64 {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let b = Batch::from_ids(&[s.input_ids.clone()], model.pad_id(), side, model.device()).unwrap();
+            let b = Batch::from_ids(
+                std::slice::from_ref(&s.input_ids),
+                model.pad_id(),
+                side,
+                model.device(),
+            )
+            .unwrap();
             (vec![i], b)
         })
         .collect();
@@ -151,14 +167,24 @@ fn run_parity(model: &Model, refs: &Reference, side: PaddingSide) -> f64 {
                 worst = worst.max(check_layer(&s.text, f, row_i, offset, len, fr));
             }
             if let (Some(want), Some(p)) = (&s.pooler, &out.pooler_output) {
-                let got: Vec<f32> = p.get(row_i).unwrap().narrow(0, 0, want.len()).unwrap().to_vec1().unwrap();
+                let got: Vec<f32> = p
+                    .get(row_i)
+                    .unwrap()
+                    .narrow(0, 0, want.len())
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
                 let e = common::rel_err(&got, want);
                 assert!(e < TOL, "pooler of {:?}: {e:e}", s.text);
                 worst = worst.max(e);
             }
             if let Some(want) = &s.logits_last {
                 let lg = out.logits.as_ref().unwrap().get(row_i).unwrap();
-                let first: Vec<f32> = lg.narrow(0, 0, want.first.len()).unwrap().to_vec1().unwrap();
+                let first: Vec<f32> = lg
+                    .narrow(0, 0, want.first.len())
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
                 let e = common::rel_err(&first, &want.first);
                 assert!(e < TOL, "logits of {:?}: {e:e}", s.text);
                 worst = worst.max(e);
@@ -173,7 +199,11 @@ fn run_parity(model: &Model, refs: &Reference, side: PaddingSide) -> f64 {
                 for (k, (g, w)) in top.iter().zip(&want.top_ids).enumerate() {
                     let tie = k + 1 < want.top_values.len()
                         && (want.top_values[k] - want.top_values[k + 1]).abs() < 1e-3;
-                    assert!(g == w || tie, "top-{k} logit id of {:?}: {g} vs {w}", s.text);
+                    assert!(
+                        g == w || tie,
+                        "top-{k} logit id of {:?}: {g} vs {w}",
+                        s.text
+                    );
                 }
             }
         }
@@ -192,7 +222,9 @@ fn minilm_matches_transformers() {
 
 #[test]
 fn smollm2_f32_matches_transformers() {
-    let Some(path) = common::smollm2() else { return };
+    let Some(path) = common::smollm2() else {
+        return;
+    };
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let refs = reference("smollm2_forward.json");
     let worst_r = run_parity(&model, &refs, PaddingSide::Right);
@@ -204,19 +236,29 @@ fn smollm2_f32_matches_transformers() {
 /// dequantized f32 path. Measured: see BENCHMARKS.md; the bound is what we guarantee.
 #[test]
 fn smollm2_native_close_to_dequantized() {
-    let Some(path) = common::smollm2() else { return };
+    let Some(path) = common::smollm2() else {
+        return;
+    };
     let f32m = Model::load(&path, &LoadOptions::default()).unwrap();
     let native = Model::load(&path, &LoadOptions::with_precision(Precision::Native)).unwrap();
     let refs = reference("smollm2_forward.json");
     let texts: Vec<&str> = refs.samples.iter().map(|s| s.text.as_str()).collect();
     let (a, b) = (f32m.encode(&texts).unwrap(), native.encode(&texts).unwrap());
-    let (oa, ob) = (f32m.forward_with_states(&a).unwrap(), native.forward_with_states(&b).unwrap());
+    let (oa, ob) = (
+        f32m.forward_with_states(&a).unwrap(),
+        native.forward_with_states(&b).unwrap(),
+    );
     let mut worst = 0f32;
     for (l, (x, y)) in oa.hidden_states.iter().zip(&ob.hidden_states).enumerate() {
         let px = a.pool(x, trojanscan::model::Pooling::Mean).unwrap();
         let py = b.pool(y, trojanscan::model::Pooling::Mean).unwrap();
         let scale = px.abs().unwrap().max_keepdim(1).unwrap();
-        let err = (px - py).unwrap().abs().unwrap().broadcast_div(&scale).unwrap();
+        let err = (px - py)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .broadcast_div(&scale)
+            .unwrap();
         let e = err.max_all().unwrap().to_scalar::<f32>().unwrap();
         println!("layer {l:2}: native vs f32 mean-pooled rel err {e:.2e}");
         worst = worst.max(e);
@@ -224,11 +266,28 @@ fn smollm2_native_close_to_dequantized() {
     let (la, lb) = (oa.logits.unwrap(), ob.logits.unwrap());
     let top_a: Vec<u32> = la.argmax(D::Minus1).unwrap().to_vec1().unwrap();
     let top_b: Vec<u32> = lb.argmax(D::Minus1).unwrap().to_vec1().unwrap();
-    let scale = la.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let lerr = (la - lb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() / scale;
+    let scale = la
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let lerr = (la - lb)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        / scale;
     println!("native vs f32: worst pooled-state rel err {worst:.2e}, logits rel err {lerr:.2e}, top-1 {top_a:?} vs {top_b:?}");
     assert!(worst < 0.05, "quantized path drifted: {worst}");
     assert!(lerr < 0.05, "quantized logits drifted: {lerr}");
     let agree = top_a.iter().zip(&top_b).filter(|(x, y)| x == y).count();
-    assert!(agree + 1 >= top_a.len(), "top-1 next tokens differ: {top_a:?} vs {top_b:?}");
+    assert!(
+        agree + 1 >= top_a.len(),
+        "top-1 next tokens differ: {top_a:?} vs {top_b:?}"
+    );
 }

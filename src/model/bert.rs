@@ -251,7 +251,8 @@ impl Bert {
                 &[cfg.max_position_embeddings, h],
                 "position_embeddings.weight",
             )?,
-            token_type_embeddings: emb.get(&[cfg.type_vocab_size, h], "token_type_embeddings.weight")?,
+            token_type_embeddings: emb
+                .get(&[cfg.type_vocab_size, h], "token_type_embeddings.weight")?,
             embed_norm: LayerNorm::new(h, cfg.layer_norm_eps, &emb.pp("LayerNorm"))?,
             blocks,
             pooler,
@@ -308,9 +309,13 @@ impl Bert {
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let probs = ops::softmax_last(&scores, mode)?;
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-            let a = blk.attn_norm.forward(&(blk.attn_out.forward(&ctx)? + &x)?, mode)?;
+            let a = blk
+                .attn_norm
+                .forward(&(blk.attn_out.forward(&ctx)? + &x)?, mode)?;
             let f = self.act.apply(&blk.ffn_in.forward(&a)?, mode)?;
-            x = blk.ffn_norm.forward(&(blk.ffn_out.forward(&f)? + &a)?, mode)?;
+            x = blk
+                .ffn_norm
+                .forward(&(blk.ffn_out.forward(&f)? + &a)?, mode)?;
             hidden.push(x.clone());
         }
         let pooled = match &self.pooler {
@@ -342,4 +347,3 @@ impl Bert {
         self.word_embeddings.dtype()
     }
 }
-

@@ -37,7 +37,8 @@ impl ModelConfig {
 
     /// Parse the text of a `config.json`.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::Config(e.to_string()))?;
+        let probe: Probe =
+            serde_json::from_slice(bytes).map_err(|e| Error::Config(e.to_string()))?;
         let model_type = probe
             .model_type
             .or_else(|| probe.architectures.first().map(|a| a.to_ascii_lowercase()))

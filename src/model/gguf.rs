@@ -625,6 +625,43 @@ impl GgufFile {
         Ok(buf)
     }
 
+    /// Build a candle `QTensor` for `info` from bytes already in memory (for example after
+    /// a row permutation). `raw` must be exactly the tensor's bytes; it is copied to an
+    /// aligned buffer, since candle reinterprets it as `f32`/`f16`/block structs.
+    pub fn qtensor_from_bytes(
+        info: &GgufTensorInfo,
+        raw: &[u8],
+        device: &Device,
+    ) -> Result<QTensor, GgufError> {
+        if matches!(info.dtype, GgmlDType::Q8_1 | GgmlDType::Q8K) {
+            return Err(GgufError::UnloadableDtype {
+                name: info.name.clone(),
+                dtype: format!("{:?}", info.dtype),
+            });
+        }
+        let expected = tensor_len(&info.name, info.dtype, &info.shape)?;
+        if expected != raw.len() as u64 {
+            return Err(GgufError::TensorLenMismatch {
+                name: info.name.clone(),
+                len: raw.len() as u64,
+                expected,
+            });
+        }
+        let mut buf = vec![0u8; raw.len() + DATA_ALIGN];
+        let start = buf.as_ptr().align_offset(DATA_ALIGN);
+        if start >= DATA_ALIGN {
+            return Err(GgufError::Tensor("cannot align tensor buffer".into()));
+        }
+        buf[start..start + raw.len()].copy_from_slice(raw);
+        candle_core::quantized::ggml_file::qtensor_from_ggml(
+            info.dtype,
+            &buf[start..start + raw.len()],
+            info.shape.clone(),
+            device,
+        )
+        .map_err(|e| GgufError::Tensor(e.to_string()))
+    }
+
     /// Reads a tensor from `r` (the file this header came from) into a candle [`QTensor`]
     /// on `device`, keeping its storage type; `.dequantize(device)` gives f32.
     pub fn qtensor<R: Read + Seek>(

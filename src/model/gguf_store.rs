@@ -13,7 +13,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::gguf::{GgufFile, GgufLimits, GgufTensorInfo, GgufValue};
@@ -67,9 +67,18 @@ impl GgufStore {
             md.get(&key(k))
                 .and_then(GgufValue::as_u64)
                 .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| Error::Config(format!("GGUF metadata `{}` missing or not an integer", key(k))))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "GGUF metadata `{}` missing or not an integer",
+                        key(k)
+                    ))
+                })
         };
-        let opt_u = |k: &str| md.get(&key(k)).and_then(GgufValue::as_u64).map(|v| v as usize);
+        let opt_u = |k: &str| {
+            md.get(&key(k))
+                .and_then(GgufValue::as_u64)
+                .map(|v| v as usize)
+        };
         let opt_f = |k: &str| md.get(&key(k)).and_then(GgufValue::as_f32).map(f64::from);
         if self.file.tensor("rope_freqs.weight").is_some() {
             return Err(Error::Config(
@@ -89,14 +98,19 @@ impl GgufStore {
         let head_dim = opt_u("rope.dimension_count")
             .or(opt_u("attention.key_length"))
             .unwrap_or(hidden / heads.max(1));
-        let rope_scaling = match md.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
+        let rope_scaling = match md
+            .get(&key("rope.scaling.type"))
+            .and_then(GgufValue::as_str)
+        {
             None | Some("none") => None,
             Some("linear") => Some(serde_json::json!({
                 "rope_type": "linear",
                 "factor": opt_f("rope.scaling.factor").unwrap_or(1.0)
             })),
             Some(other) => {
-                return Err(Error::Config(format!("GGUF rope scaling `{other}` not supported")))
+                return Err(Error::Config(format!(
+                    "GGUF rope scaling `{other}` not supported"
+                )))
             }
         };
         let has_bias = self.file.tensor("blk.0.attn_q.bias").is_some();
@@ -117,7 +131,11 @@ impl GgufStore {
         });
         let mut cfg: LlamaConfig =
             serde_json::from_value(cfg).map_err(|e| Error::Config(e.to_string()))?;
-        cfg.model_type = if arch == "qwen2" { "qwen2".into() } else { "llama".into() };
+        cfg.model_type = if arch == "qwen2" {
+            "qwen2".into()
+        } else {
+            "llama".into()
+        };
         cfg.validate()?;
         if arch == "llama" {
             self.unpermute = Some((cfg.num_attention_heads, cfg.kv_heads()));
@@ -163,7 +181,7 @@ impl GgufStore {
                 })?;
             }
         }
-        Ok(qtensor_from_ggml(info.dtype, &bytes, info.shape.clone(), device)?)
+        GgufFile::qtensor_from_bytes(info, &bytes, device).map_err(gguf_err)
     }
 }
 
@@ -222,6 +240,48 @@ fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{g}.{kind}"))
 }
 
+/// GGUF tensor name -> transformers' name (the inverse of [`gguf_name`]).
+pub(crate) fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.into());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+impl GgufStore {
+    /// Every tensor under its transformers name with its (HF-order) shape; tensors with no
+    /// transformers equivalent are left out. For aligning a GGUF with a safetensors model.
+    pub(crate) fn hf_inventory(&self) -> BTreeMap<String, Vec<usize>> {
+        self.file
+            .tensors
+            .iter()
+            .filter_map(|t| Some((hf_name(&t.name)?, t.shape.clone())))
+            .collect()
+    }
+}
+
 fn is_quantized(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
 }
@@ -233,7 +293,9 @@ impl TensorStore for GgufStore {
 
     fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let q = self.read_qtensor(name, &Device::Cpu)?;
-        Ok(q.dequantize(&Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
+        Ok(q.dequantize(&Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?)
     }
 
     fn load_quantized(&self, name: &str, device: &Device) -> Result<Option<QTensor>> {
@@ -279,7 +341,10 @@ mod tests {
             gguf_name("model.layers.3.self_attn.k_proj.weight").as_deref(),
             Some("blk.3.attn_k.weight")
         );
-        assert_eq!(gguf_name("model.embed_tokens.weight").as_deref(), Some("token_embd.weight"));
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").as_deref(),
+            Some("token_embd.weight")
+        );
         assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
     }
 }

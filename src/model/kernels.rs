@@ -28,7 +28,7 @@ fn exp_fast(y: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -39,7 +39,8 @@ fn gelu_erf1(x: f32) -> f32 {
     let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
     let poly = t
-        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
     let r = poly * exp_fast(-z * z);
     if x >= 0.0 {
         0.5 * x * (2.0 - r)
@@ -129,7 +130,11 @@ impl CustomOp2 for SiluMul {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         if l1.shape() != l2.shape() {
-            candle_core::bail!("silu_mul: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+            candle_core::bail!(
+                "silu_mul: shapes {:?} and {:?} differ",
+                l1.shape(),
+                l2.shape()
+            );
         }
         let (g, u) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         let mut dst = vec![0f32; g.len()];
@@ -156,7 +161,8 @@ pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// `silu(gate) * up`, the LLaMA feed-forward gate, in one pass.
 pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if cpu_f32(gate) && cpu_f32(up) {
-        gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
+        gate.contiguous()?
+            .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
     } else {
         gate.silu()? * up
     }
@@ -174,7 +180,10 @@ mod tests {
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
         for ((g, w), x) in got.iter().zip(&want).zip(&x) {
-            assert!((g - w).abs() <= tol * w.abs() + abs_per_x * x.abs() + 1e-30, "x={x}: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= tol * w.abs() + abs_per_x * x.abs() + 1e-30,
+                "x={x}: {g} vs {w}"
+            );
         }
     }
 
@@ -183,9 +192,21 @@ mod tests {
         // A sweep well past both tails, plus odd lengths for the chunking.
         let v: Vec<f32> = (0..100_003).map(|i| (i as f32 - 50_000.0) * 4e-4).collect();
         let x = Tensor::from_vec(v, 100_003, &Device::Cpu).unwrap();
-        check(&x, &gelu_erf(&x).unwrap(), &x.gelu_erf().unwrap(), 2e-6, 1e-7);
+        check(
+            &x,
+            &gelu_erf(&x).unwrap(),
+            &x.gelu_erf().unwrap(),
+            2e-6,
+            1e-7,
+        );
         let u = (x.sin().unwrap() * 3.0).unwrap();
-        check(&x, &silu_mul(&x, &u).unwrap(), &(x.silu().unwrap() * &u).unwrap(), 2e-6, 0.0);
+        check(
+            &x,
+            &silu_mul(&x, &u).unwrap(),
+            &(x.silu().unwrap() * &u).unwrap(),
+            2e-6,
+            0.0,
+        );
     }
 
     #[test]

@@ -146,7 +146,10 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} is odd; RoPE needs pairs", self.head_dim()));
+            return bad(format!(
+                "head_dim {} is odd; RoPE needs pairs",
+                self.head_dim()
+            ));
         }
         if self.hidden_act != "silu" {
             return bad(format!("unsupported hidden_act `{}`", self.hidden_act));
@@ -335,10 +338,7 @@ impl Llama {
             let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v, nh / nkv)?);
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let probs = ops::softmax_last(&scores, mode)?;
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, s, nh * d))?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, nh * d))?;
             let a = (blk.o.forward(&ctx)? + &x)?;
             let an = ops::rms_norm(&a, &blk.ffn_norm, eps, mode)?;
             let (g, u) = (blk.gate.forward(&an)?, blk.up.forward(&an)?);

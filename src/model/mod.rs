@@ -14,14 +14,14 @@
 pub mod bert;
 pub mod config;
 pub mod gguf;
-mod gguf_store;
+pub(crate) mod gguf_store;
 mod kernels;
 pub mod llama;
 pub mod ops;
-mod safetensors;
+pub(crate) mod safetensors;
 pub mod source;
 pub mod tokenizer;
-mod weights;
+pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -145,7 +145,7 @@ pub enum PaddingSide {
 }
 
 /// The family of a loaded model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Family {
@@ -169,6 +169,12 @@ pub struct ModelInfo {
     pub num_layers: usize,
     /// Width of hidden states.
     pub hidden_size: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Query attention heads.
+    pub num_attention_heads: usize,
+    /// Key/value attention heads (fewer than query heads with grouped-query attention).
+    pub num_kv_heads: usize,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Parameters, counted from stored tensor shapes.
@@ -213,7 +219,12 @@ pub struct Batch {
 
 impl Batch {
     /// Pad token-id sequences into a batch.
-    pub fn from_ids(ids: &[Vec<u32>], pad_id: u32, padding: PaddingSide, device: &Device) -> Result<Self> {
+    pub fn from_ids(
+        ids: &[Vec<u32>],
+        pad_id: u32,
+        padding: PaddingSide,
+        device: &Device,
+    ) -> Result<Self> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument("empty batch".into()));
         }
@@ -360,10 +371,13 @@ impl Model {
             } => {
                 let cfg = ModelConfig::from_file(&config)?;
                 let (store, format) = match &weights {
-                    WeightFiles::Single(p) => (safetensors::SafetensorsStore::open(p)?, "safetensors"),
-                    WeightFiles::Sharded(p) => {
-                        (safetensors::SafetensorsStore::open_index(p)?, "safetensors-sharded")
+                    WeightFiles::Single(p) => {
+                        (safetensors::SafetensorsStore::open(p)?, "safetensors")
                     }
+                    WeightFiles::Sharded(p) => (
+                        safetensors::SafetensorsStore::open_index(p)?,
+                        "safetensors-sharded",
+                    ),
                 };
                 let tok = tokenizer::from_json_file(&tokenizer)?;
                 let mut files = vec![config.clone(), tokenizer.clone()];
@@ -404,7 +418,10 @@ impl Model {
         for (dt, shape) in store.inventory().values() {
             *dtypes.entry(dt.clone()).or_default() += 1;
             // Integer tensors are buffers (e.g. BERT's position_ids), not parameters.
-            if !matches!(dt.as_str(), "I64" | "I32" | "I16" | "I8" | "U8" | "U16" | "U32" | "U64" | "BOOL") {
+            if !matches!(
+                dt.as_str(),
+                "I64" | "I32" | "I16" | "I8" | "U8" | "U16" | "U32" | "U64" | "BOOL"
+            ) {
                 num_parameters += shape.iter().product::<usize>() as u64;
             }
         }
@@ -415,17 +432,46 @@ impl Model {
                 (p, len)
             })
             .collect();
-        let (family, model_type, num_layers, hidden_size, vocab_size, labels, padding) = match &arch {
+        let (family, model_type, num_layers, hidden_size, vocab_size, labels) = match &arch {
             Arch::Bert(b) => {
                 let c = b.config();
                 let labels = b.has_classifier().then(|| c.labels());
-                (Family::Bert, "bert".to_string(), c.num_hidden_layers, c.hidden_size, c.vocab_size, labels, PaddingSide::Right)
+                (
+                    Family::Bert,
+                    "bert".to_string(),
+                    c.num_hidden_layers,
+                    c.hidden_size,
+                    c.vocab_size,
+                    labels,
+                )
             }
             Arch::Llama(l) => {
                 let c = l.config();
-                (Family::Llama, c.model_type.clone(), c.num_hidden_layers, c.hidden_size, c.vocab_size, None, PaddingSide::Right)
+                (
+                    Family::Llama,
+                    c.model_type.clone(),
+                    c.num_hidden_layers,
+                    c.hidden_size,
+                    c.vocab_size,
+                    None,
+                )
             }
         };
+        let (intermediate_size, num_attention_heads, num_kv_heads) = match &arch {
+            Arch::Bert(b) => {
+                let c = b.config();
+                (
+                    c.intermediate_size,
+                    c.num_attention_heads,
+                    c.num_attention_heads,
+                )
+            }
+            Arch::Llama(l) => {
+                let c = l.config();
+                (c.intermediate_size, c.num_attention_heads, c.kv_heads())
+            }
+        };
+        let padding = PaddingSide::Right;
         let pad_id = pad_id_of(&tokenizer);
         Ok(Self {
             arch,
@@ -438,6 +484,9 @@ impl Model {
                 format: format.into(),
                 num_layers,
                 hidden_size,
+                intermediate_size,
+                num_attention_heads,
+                num_kv_heads,
                 vocab_size,
                 num_parameters,
                 dtypes: dtypes.into_iter().collect(),
@@ -527,7 +576,12 @@ impl Model {
     /// [`Model::token_embeddings`], so gradients reach token choices). `Mode::Differentiable`
     /// uses primitive ops only; it needs f32/f64 weights ([`Precision::Native`] GGUF
     /// weights have no backward pass).
-    pub fn forward_embeds(&self, embeds: &Tensor, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        batch: &Batch,
+        mode: Mode,
+    ) -> Result<ForwardOutput> {
         let mask = &batch.attention_mask;
         match &self.arch {
             Arch::Bert(b) => {
@@ -569,7 +623,9 @@ impl Model {
     pub fn logits_all(&self, out: &ForwardOutput) -> Result<Tensor> {
         match (&self.arch, &out.final_hidden) {
             (Arch::Llama(l), Some(f)) => l.logits(f),
-            _ => Err(Error::InvalidArgument("per-position logits need a decoder".into())),
+            _ => Err(Error::InvalidArgument(
+                "per-position logits need a decoder".into(),
+            )),
         }
     }
 }

@@ -15,7 +15,13 @@ pub enum Mode {
     Differentiable,
 }
 
-pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+pub(crate) fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+    mode: Mode,
+) -> Result<Tensor> {
     match mode {
         Mode::Fast if x.is_contiguous() => candle_nn::ops::layer_norm(x, w, b, eps as f32),
         _ => {
@@ -88,7 +94,8 @@ pub(crate) fn attention_bias(
         };
         if let Some(w) = sliding_window {
             // key > query - window  <=>  key + window > query
-            let near = (k.to_dtype(DType::F32)? + w as f64)?.broadcast_gt(&q.to_dtype(DType::F32)?)?;
+            let near =
+                (k.to_dtype(DType::F32)? + w as f64)?.broadcast_gt(&q.to_dtype(DType::F32)?)?;
             ok = (ok.to_dtype(DType::F32)? * near.to_dtype(DType::F32)?)?.to_dtype(DType::U8)?;
         }
         let ok = ok.to_dtype(DType::F32)?.reshape((1, 1, s, s))?;
@@ -118,4 +125,3 @@ pub(crate) fn positions_from_mask(mask: &Tensor) -> Result<Tensor> {
     let pos = (m.cumsum(1)? - 1.0)?.relu()?;
     pos.to_dtype(DType::U32)
 }
-

@@ -104,7 +104,10 @@ impl SafetensorsStore {
             return Err(shard_err("weight_map is empty".into()));
         }
         if files.len() > MAX_SHARDS {
-            return Err(shard_err(format!("{} shards (max {MAX_SHARDS})", files.len())));
+            return Err(shard_err(format!(
+                "{} shards (max {MAX_SHARDS})",
+                files.len()
+            )));
         }
         for f in &files {
             // A shard must be a plain file name inside the model directory.
@@ -112,7 +115,9 @@ impl SafetensorsStore {
             let plain = p.components().count() == 1
                 && matches!(p.components().next(), Some(std::path::Component::Normal(_)));
             if !plain {
-                return Err(shard_err(format!("shard `{f}` is not a file in the model directory")));
+                return Err(shard_err(format!(
+                    "shard `{f}` is not a file in the model directory"
+                )));
             }
         }
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
@@ -195,7 +200,6 @@ pub(crate) fn read_small_file(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-
 fn candle_dtype(name: &str, dtype: Dtype) -> Result<DType> {
     Ok(match dtype {
         Dtype::F32 => DType::F32,
@@ -220,9 +224,9 @@ impl TensorStore for SafetensorsStore {
     }
 
     fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let (shard, info) = self.info(name).ok_or_else(|| Error::MissingTensor {
-            name: name.into(),
-        })?;
+        let (shard, info) = self
+            .info(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
         let src = candle_dtype(name, info.dtype)?;
         let (start, end) = info.data_offsets;
         let mut bytes = vec![0u8; end - start];

@@ -238,15 +238,33 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (7, 256), &dev).unwrap();
         // Q8_0 is left out: candle 0.11 sends it through a repacked x86 kernel whose results
         // differ from ggml's reference dot product (by ~7e-3 here); we follow ggml.
-        for dt in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q4K, GgmlDType::Q6K] {
+        for dt in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
             let q = QTensor::quantize(&w, dt).unwrap();
             let want = QMatMul::from_qtensor(QTensor::quantize(&w, dt).unwrap())
                 .unwrap()
                 .forward(&x)
                 .unwrap();
             let got = Linear::quantized(&q, None).unwrap().forward(&x).unwrap();
-            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let err = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let err = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             // Q4_1 differs by the f16 rounding of the activation block sums (~4e-4).
             assert!(err / scale < 1e-3, "{dt:?}: rel err {}", err / scale);
         }

@@ -16,7 +16,10 @@ pub const WORDS: &[&str] = &[
 pub struct Lcg(pub u64);
 impl Lcg {
     pub fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
     pub fn normal(&mut self) -> f64 {
@@ -75,7 +78,10 @@ fn write_tokenizer(dir: &Path, bert: bool) {
     let mut tok = tokenizers::Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(Whitespace {}));
     let (single, sp): (&str, Vec<(String, u32)>) = if bert {
-        ("[CLS] $A [SEP]", vec![("[CLS]".into(), 2), ("[SEP]".into(), 3)])
+        (
+            "[CLS] $A [SEP]",
+            vec![("[CLS]".into(), 2), ("[SEP]".into(), 3)],
+        )
     } else {
         ("<s> $A", vec![("<s>".into(), 2)])
     };
@@ -128,9 +134,24 @@ pub fn write_bert(dir: &Path, opts: TinyOpts) {
         t.push((name.to_string(), r.tensor(shape, std)))
     };
     let p = if opts.classifier { "bert." } else { "" };
-    add(&format!("{p}embeddings.word_embeddings.weight"), &[vocab_n, h], 0.5, &mut r);
-    add(&format!("{p}embeddings.position_embeddings.weight"), &[32, h], 0.5, &mut r);
-    add(&format!("{p}embeddings.token_type_embeddings.weight"), &[2, h], 0.5, &mut r);
+    add(
+        &format!("{p}embeddings.word_embeddings.weight"),
+        &[vocab_n, h],
+        0.5,
+        &mut r,
+    );
+    add(
+        &format!("{p}embeddings.position_embeddings.weight"),
+        &[32, h],
+        0.5,
+        &mut r,
+    );
+    add(
+        &format!("{p}embeddings.token_type_embeddings.weight"),
+        &[2, h],
+        0.5,
+        &mut r,
+    );
     for l in 0..layers {
         let b = format!("{p}encoder.layer.{l}");
         for (n, o, ii) in [
@@ -149,10 +170,13 @@ pub fn write_bert(dir: &Path, opts: TinyOpts) {
             add(&format!("{b}.{n}.bias"), &[h], 0.1, &mut r);
         }
     }
-    for n in ["embeddings.LayerNorm"] {
-        add(&format!("{p}{n}.weight"), &[h], 0.2, &mut r);
-        add(&format!("{p}{n}.bias"), &[h], 0.1, &mut r);
-    }
+    add(
+        &format!("{p}embeddings.LayerNorm.weight"),
+        &[h],
+        0.2,
+        &mut r,
+    );
+    add(&format!("{p}embeddings.LayerNorm.bias"), &[h], 0.1, &mut r);
     add(&format!("{p}pooler.dense.weight"), &[h, h], 0.3, &mut r);
     add(&format!("{p}pooler.dense.bias"), &[h], 0.1, &mut r);
     if opts.classifier {
@@ -184,7 +208,11 @@ pub fn write_bert(dir: &Path, opts: TinyOpts) {
         "layer_norm_eps": 1e-12, "pad_token_id": 0,
         "id2label": {"0": "negative", "1": "positive"}
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
     write_tokenizer(dir, true);
 }
 
@@ -195,7 +223,10 @@ pub fn write_llama(dir: &Path, opts: TinyOpts, model_type: &str) {
     let qwen = model_type == "qwen2";
     let mut r = Lcg(opts.seed);
     let mut t: Vec<(String, Tensor)> = vec![];
-    t.push(("model.embed_tokens.weight".into(), r.tensor(&[vocab_n, h], 0.5)));
+    t.push((
+        "model.embed_tokens.weight".into(),
+        r.tensor(&[vocab_n, h], 0.5),
+    ));
     for l in 0..layers {
         let b = format!("model.layers.{l}");
         for (n, o, ii, bias) in [
@@ -213,10 +244,16 @@ pub fn write_llama(dir: &Path, opts: TinyOpts, model_type: &str) {
             }
         }
         for n in ["input_layernorm", "post_attention_layernorm"] {
-            t.push((format!("{b}.{n}.weight"), (r.tensor(&[h], 0.2) + 1.0).unwrap()));
+            t.push((
+                format!("{b}.{n}.weight"),
+                (r.tensor(&[h], 0.2) + 1.0).unwrap(),
+            ));
         }
     }
-    t.push(("model.norm.weight".into(), (r.tensor(&[h], 0.2) + 1.0).unwrap()));
+    t.push((
+        "model.norm.weight".into(),
+        (r.tensor(&[h], 0.2) + 1.0).unwrap(),
+    ));
     save(dir, t, opts);
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": model_type, "vocab_size": vocab_n,
@@ -224,6 +261,10 @@ pub fn write_llama(dir: &Path, opts: TinyOpts, model_type: &str) {
         "num_attention_heads": nh, "num_key_value_heads": nkv, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": true
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
     write_tokenizer(dir, false);
 }
