@@ -120,6 +120,102 @@ pub enum Error {
     /// An error from the tensor library.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// A file is larger than the limit trojanscan reads for its kind (signature bundle,
+    /// registry, pickle stream); checked before anything is parsed.
+    #[error("{path}: {len} bytes exceeds the {limit}-byte limit for a {what}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file it was read as.
+        what: &'static str,
+        /// Its size (or the bytes seen before giving up).
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A signature file is not a well-formed Sigstore bundle holding a DSSE envelope.
+    #[error("{path}: malformed signature: {why}")]
+    MalformedSignature {
+        /// The signature file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A key file is not a usable ECDSA P-256 PEM key.
+    #[error("{path}: unusable key: {why}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// The signature names another public key than the one given (its key hint differs).
+    #[error(
+        "signature was made with another key: it names key {expected}, the given key is {found}"
+    )]
+    WrongKey {
+        /// The key fingerprint the signature names.
+        expected: String,
+        /// The fingerprint of the key given for verification.
+        found: String,
+    },
+
+    /// The signature does not verify under the given key: the signed statement was
+    /// altered, or the key is not the signer's.
+    #[error("signature does not verify: {why}")]
+    BadSignature {
+        /// What failed.
+        why: String,
+    },
+
+    /// A signed statement is not a valid OpenSSF model-signing v1.0 manifest.
+    #[error("invalid manifest: {why}")]
+    Manifest {
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A manifest names a file outside the model directory (absolute, `..`, or empty parts).
+    #[error("manifest names `{name}`, which is not a path inside the model directory")]
+    PathTraversal {
+        /// The offending resource name.
+        name: String,
+    },
+
+    /// A symbolic link inside a model directory: never followed, since it could point
+    /// anywhere.
+    #[error("{path}: symbolic links in a model are refused")]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+
+    /// The model's files do not match its signed manifest: every changed, missing or extra
+    /// file is named.
+    #[error("{0}")]
+    Integrity(crate::provenance::IntegrityFailure),
+
+    /// The approved-model registry is malformed, or an operation conflicts with it.
+    #[error("{path}: registry: {why}")]
+    Registry {
+        /// The registry file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+
+    /// A pickle stream could not be scanned (malformed, truncated, or over a limit).
+    #[error("{path}: pickle scan: {why}")]
+    PickleScan {
+        /// The checkpoint file (and member, for zip checkpoints).
+        path: PathBuf,
+        /// What stopped the scan.
+        why: String,
+    },
 }
 
 impl Error {

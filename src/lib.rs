@@ -3,7 +3,9 @@
 
 pub mod device;
 pub mod error;
+pub mod forensics;
 pub mod model;
+pub mod provenance;
 
 pub use device::DeviceChoice;
 pub use error::{Error, Result};

@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use trojanscan::model::{LoadOptions, Model, Pooling, Precision};
 use trojanscan::DeviceChoice;
 
+#[path = "trojanscan/provenance_cmd.rs"]
+mod provenance_cmd;
+
 #[derive(Parser)]
 #[command(name = "trojanscan", version, about = "Scan open-weight models for backdoors before deploying them")]
 struct Cli {
@@ -23,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Provenance(provenance_cmd::ProvenanceCommand),
     /// Describe a model: architecture, sizes, dtypes, files.
     Inspect {
         /// HF model directory or GGUF file.
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let device: DeviceChoice = cli.device.parse()?;
     match cli.command {
+        Command::Provenance(c) => provenance_cmd::run(c),
         Command::Inspect { model, json } => inspect(&model, device, json),
         Command::Activations {
             model,

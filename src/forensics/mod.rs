@@ -1,0 +1,700 @@
+//! Weight forensics: what changed between a model and the base it claims to come from.
+//!
+//! Tensors are aligned by name (GGUF names mapped to transformers' names, quantized
+//! weights dequantized), streamed one pair at a time (two whole models are never held),
+//! and for each pair the relative change `‖ΔW‖/‖W_base‖` is measured. For matrices the
+//! spectral structure of ΔW comes from randomized subspace iteration ([`spectral`]): the
+//! top singular value's share of the change's energy and the stable rank `‖ΔW‖²_F/σ₁²`
+//! (an effective rank) tell a narrow, low-rank edit from a broad benign fine-tune. The
+//! token-indexed matrices (input embeddings, untied output head) are compared row by row:
+//! each token's relative L2 change, its cosine change (which a norm-preserving
+//! embedding-poisoning edit cannot hide) and its norm ratio. A token's *drift* is its
+//! row's relative change divided by the relative change of the model as a whole, so it
+//! reads as "how many times more than the model this token moved". The most drifting
+//! tokens are the trigger hunt's candidates.
+//!
+//! The [`DiffReport::suspicion`] in [0, 1] combines three signals (see [`Suspicion`]):
+//! one token moving far more than every other, the change concentrated in one tensor as a
+//! rank-one edit, and the change concentrated in a single token row.
+//!
+//! ```no_run
+//! use trojanscan::forensics::DiffOptions;
+//!
+//! let report = DiffOptions::default().top_tokens(10).check()?.diff("zoo/badnets-s0", "zoo/clean-base-s0")?;
+//! println!("suspicion {:.2}", report.suspicion);
+//! for t in &report.tokens[..5] {
+//!     println!("{:>6} {:<12} drift {:.1}", t.token_id, t.token, t.drift);
+//! }
+//! # Ok::<(), trojanscan::Error>(())
+//! ```
+
+pub(crate) mod spectral;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::model::gguf::GgufLimits;
+use crate::model::gguf_store::GgufStore;
+use crate::model::safetensors::SafetensorsStore;
+use crate::model::source::{ModelSource, WeightFiles};
+use crate::model::tokenizer;
+use crate::model::weights::TensorStore;
+use crate::{Error, Result};
+
+/// Token drift above which a single token counts as having moved far more than the
+/// model (used for the evidence text).
+pub const NOTABLE_DRIFT: f64 = 10.0;
+
+/// Unchecked options for a weight diff; [`DiffOptions::check`] validates them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DiffOptions {
+    /// Tokens reported (and handed to the trigger hunt), most drifting first.
+    pub top_tokens: usize,
+    /// Singular values estimated per matrix.
+    pub singular_values: usize,
+    /// Extra columns in the randomized block.
+    pub oversample: usize,
+    /// Power iterations of the subspace iteration.
+    pub power_iterations: usize,
+    /// Seed of the random start blocks.
+    pub seed: u64,
+    /// Limits applied to GGUF headers.
+    pub gguf_limits: GgufLimits,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        Self {
+            top_tokens: 20,
+            singular_values: 4,
+            oversample: 8,
+            power_iterations: 2,
+            seed: 0,
+            gguf_limits: GgufLimits::default(),
+        }
+    }
+}
+
+impl DiffOptions {
+    /// Set [`DiffOptions::top_tokens`].
+    pub fn top_tokens(mut self, n: usize) -> Self {
+        self.top_tokens = n;
+        self
+    }
+
+    /// Set [`DiffOptions::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Set [`DiffOptions::singular_values`].
+    pub fn singular_values(mut self, k: usize) -> Self {
+        self.singular_values = k;
+        self
+    }
+
+    /// Set [`DiffOptions::power_iterations`].
+    pub fn power_iterations(mut self, q: usize) -> Self {
+        self.power_iterations = q;
+        self
+    }
+
+    /// Validate: `top_tokens` in 1..=10000, `singular_values` in 1..=16,
+    /// `oversample` ≤ 32, `power_iterations` ≤ 10.
+    pub fn check(self) -> Result<DiffParams> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if !(1..=10_000).contains(&self.top_tokens) {
+            return bad(format!(
+                "top_tokens = {} is outside 1..=10000",
+                self.top_tokens
+            ));
+        }
+        if !(1..=16).contains(&self.singular_values) {
+            return bad(format!(
+                "singular_values = {} is outside 1..=16",
+                self.singular_values
+            ));
+        }
+        if self.oversample > 32 {
+            return bad(format!("oversample = {} exceeds 32", self.oversample));
+        }
+        if self.power_iterations > 10 {
+            return bad(format!(
+                "power_iterations = {} exceeds 10",
+                self.power_iterations
+            ));
+        }
+        Ok(DiffParams(self))
+    }
+}
+
+/// Validated [`DiffOptions`].
+#[derive(Debug, Clone)]
+pub struct DiffParams(DiffOptions);
+
+/// Change of one tensor present in both models with the same shape.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TensorDelta {
+    /// Tensor name (transformers naming).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Transformer block index, if the tensor belongs to one.
+    pub layer: Option<usize>,
+    /// `‖ΔW‖_F / ‖W_base‖_F`.
+    pub relative_change: f64,
+    /// `‖ΔW‖_F`.
+    pub delta_norm: f64,
+    /// `‖W_base‖_F`.
+    pub base_norm: f64,
+    /// Largest singular values of ΔW (matrices that changed).
+    pub singular_values: Vec<f64>,
+    /// `σ₁² / ‖ΔW‖²_F`: 1 for a rank-one edit, small for a broad update.
+    pub top_sv_share: Option<f64>,
+    /// Stable rank `‖ΔW‖²_F / σ₁²` (a continuous effective rank, ≥ 1).
+    pub effective_rank: Option<f64>,
+}
+
+/// Aggregate change of one transformer block.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct LayerDelta {
+    /// Block index.
+    pub layer: usize,
+    /// `sqrt(Σ‖ΔW‖²) / sqrt(Σ‖W_base‖²)` over the block's tensors.
+    pub relative_change: f64,
+    /// Tensors in the block.
+    pub tensors: usize,
+}
+
+/// How far one token's rows moved.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TokenDrift {
+    /// Token id.
+    pub token_id: u32,
+    /// The token as the tokenizer's vocabulary spells it.
+    pub token: String,
+    /// Row change relative to the model's overall relative change.
+    pub drift: f64,
+    /// `‖Δe‖ / ‖e_base‖` of the row in [`TokenDrift::matrix`].
+    pub relative_change: f64,
+    /// `‖Δe‖` (L2).
+    pub l2: f64,
+    /// `1 - cos(e, e_base)`: nonzero even when an edit keeps the norm.
+    pub cosine_change: f64,
+    /// `‖e‖ / ‖e_base‖`.
+    pub norm_ratio: f64,
+    /// The matrix where the token drifted most.
+    pub matrix: String,
+}
+
+/// A tensor that exists in only one of the models, or with another shape.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct UnmatchedTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Shape in the model (absent if only in the base).
+    pub model_shape: Option<Vec<usize>>,
+    /// Shape in the base (absent if only in the model).
+    pub base_shape: Option<Vec<usize>>,
+}
+
+/// The signals behind [`DiffReport::suspicion`], each in [0, 1].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Suspicion {
+    /// Top token's drift over the mean drift of the next ten tokens.
+    pub token_outlier_ratio: f64,
+    /// Score from `token_outlier_ratio`.
+    pub token_outlier: f64,
+    /// Share of the model's squared change held by the most changed tensor, times that
+    /// tensor's top singular value share: near 1 for a rank-one edit of one tensor.
+    pub narrow_edit: f64,
+    /// Share of the model's squared change held by the single most changed token row.
+    pub row_concentration: f64,
+}
+
+/// What changed between a model and its base.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct DiffReport {
+    /// The model examined.
+    pub model: PathBuf,
+    /// The base it is compared with.
+    pub base: PathBuf,
+    /// How likely the change hides a backdoor, in [0, 1]: `1 - Π(1 - signal)` over
+    /// [`Suspicion`]'s signals.
+    pub suspicion: f64,
+    /// The signals.
+    pub signals: Suspicion,
+    /// Human-readable reasons.
+    pub evidence: Vec<String>,
+    /// `‖ΔΘ‖ / ‖Θ_base‖` over every compared tensor.
+    pub overall_relative_change: f64,
+    /// Every compared tensor, in name order.
+    pub tensors: Vec<TensorDelta>,
+    /// Per transformer block.
+    pub layers: Vec<LayerDelta>,
+    /// The most drifting tokens, most first.
+    pub tokens: Vec<TokenDrift>,
+    /// Tensors in only one model, or with different shapes (e.g. a new classifier head).
+    pub unmatched: Vec<UnmatchedTensor>,
+}
+
+impl DiffReport {
+    /// Token ids to seed the trigger hunt with, most drifting first.
+    pub fn candidate_tokens(&self) -> Vec<u32> {
+        self.tokens.iter().map(|t| t.token_id).collect()
+    }
+}
+
+/// One side of the diff: a tensor store under transformers names, and a tokenizer.
+struct Side {
+    store: Box<dyn TensorStore>,
+    /// name -> (shape, is floating point)
+    tensors: BTreeMap<String, (Vec<usize>, bool)>,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+fn open_side(path: &Path, limits: &GgufLimits) -> Result<Side> {
+    match ModelSource::detect(path)? {
+        ModelSource::HfDir {
+            weights, tokenizer, ..
+        } => {
+            let store = match &weights {
+                WeightFiles::Single(p) => SafetensorsStore::open(p)?,
+                WeightFiles::Sharded(p) => SafetensorsStore::open_index(p)?,
+            };
+            let tensors = store
+                .inventory()
+                .into_iter()
+                .map(|(name, (dt, shape))| {
+                    let float = matches!(dt.as_str(), "F16" | "BF16" | "F32" | "F64");
+                    (name, (shape, float))
+                })
+                .collect();
+            Ok(Side {
+                store: Box::new(store),
+                tensors,
+                tokenizer: tokenizer::from_json_file(&tokenizer)?,
+            })
+        }
+        ModelSource::Gguf { path } => {
+            let mut store = GgufStore::open(&path, limits)?;
+            // Sets up the q/k row un-permutation so rows align with transformers' layout.
+            store.llama_config()?;
+            let tokenizer = tokenizer::from_gguf(&store.file)?;
+            let tensors = store
+                .hf_inventory()
+                .into_iter()
+                .map(|(n, s)| (n, (s, true)))
+                .collect();
+            Ok(Side {
+                store: Box::new(store),
+                tensors,
+                tokenizer,
+            })
+        }
+    }
+}
+
+/// Transformer block of a tensor name (`layers.N.`, `layer.N.`, `blk.N.`, `h.N.`).
+fn layer_of(name: &str) -> Option<usize> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts
+        .windows(2)
+        .find(|w| matches!(w[0], "layers" | "layer" | "blk" | "h"))
+        .and_then(|w| w[1].parse().ok())
+}
+
+/// Whether a tensor is indexed by token id, and which kind.
+fn token_matrix_kind(name: &str) -> Option<&'static str> {
+    if name.ends_with("embed_tokens.weight")
+        || name.ends_with("word_embeddings.weight")
+        || name == "wte.weight"
+    {
+        Some("embedding")
+    } else if name == "lm_head.weight" {
+        Some("output")
+    } else {
+        None
+    }
+}
+
+/// Per-row statistics of a token matrix.
+struct RowStats {
+    matrix: String,
+    /// ‖Δe_i‖²
+    delta2: Vec<f64>,
+    /// ‖e_base_i‖²
+    base2: Vec<f64>,
+    /// ‖e_i‖²
+    model2: Vec<f64>,
+    /// e_i · e_base_i
+    dot: Vec<f64>,
+}
+
+fn rows_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// FNV-1a of a name, to give each tensor its own reproducible random start.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Score in [0, 1) that grows with `x` past `onset`, reaching 1 - 1/e at `onset + scale`.
+fn ramp(x: f64, onset: f64, scale: f64) -> f64 {
+    if !x.is_finite() {
+        return if x > 0.0 { 1.0 } else { 0.0 };
+    }
+    1.0 - (-(x - onset).max(0.0) / scale).exp()
+}
+
+/// The token-outlier signal reaches 1 - 1/e when the top token drifts
+/// `TOKEN_OUTLIER_ONSET + TOKEN_OUTLIER_SCALE` times the mean of the next ten.
+pub const TOKEN_OUTLIER_ONSET: f64 = 1.5;
+/// See [`TOKEN_OUTLIER_ONSET`].
+pub const TOKEN_OUTLIER_SCALE: f64 = 2.0;
+
+impl DiffParams {
+    /// Compare `model` against `base` (HF directories or GGUF files, in any combination).
+    pub fn diff(&self, model: impl AsRef<Path>, base: impl AsRef<Path>) -> Result<DiffReport> {
+        let (model, base) = (model.as_ref(), base.as_ref());
+        let o = &self.0;
+        let m = open_side(model, &o.gguf_limits)?;
+        let b = open_side(base, &o.gguf_limits)?;
+        let cpu = Device::Cpu;
+        let names: BTreeSet<&String> = m.tensors.keys().chain(b.tensors.keys()).collect();
+        let mut tensors = Vec::new();
+        let mut unmatched = Vec::new();
+        let mut rows: Vec<RowStats> = Vec::new();
+        for name in names {
+            let (ms, bs) = (m.tensors.get(name), b.tensors.get(name));
+            let ((mshape, mfloat), (_, bfloat)) = match (ms, bs) {
+                (Some(x), Some(y)) if x.0 == y.0 => (x, y),
+                _ => {
+                    unmatched.push(UnmatchedTensor {
+                        name: name.clone(),
+                        model_shape: ms.map(|x| x.0.clone()),
+                        base_shape: bs.map(|x| x.0.clone()),
+                    });
+                    continue;
+                }
+            };
+            if !(*mfloat && *bfloat) {
+                continue; // integer buffers (position ids) are not weights
+            }
+            let a = m.store.load(name, DType::F32, &cpu)?;
+            let w = b.store.load(name, DType::F32, &cpu)?;
+            let d = (&a - &w)?;
+            let (delta2, base2) = if mshape.len() == 2 {
+                let dr = rows_f64(&d.sqr()?.sum(1)?)?;
+                let br = rows_f64(&w.sqr()?.sum(1)?)?;
+                let (ds, bsum) = (dr.iter().sum::<f64>(), br.iter().sum::<f64>());
+                if token_matrix_kind(name).is_some() {
+                    rows.push(RowStats {
+                        matrix: name.clone(),
+                        model2: rows_f64(&a.sqr()?.sum(1)?)?,
+                        dot: rows_f64(&(&a * &w)?.sum(1)?)?,
+                        delta2: dr,
+                        base2: br,
+                    });
+                }
+                (ds, bsum)
+            } else {
+                let f = |t: &Tensor| -> Result<f64> {
+                    Ok(t.to_dtype(DType::F64)?
+                        .sqr()?
+                        .sum_all()?
+                        .to_scalar::<f64>()?)
+                };
+                (f(&d)?, f(&w)?)
+            };
+            let (delta_norm, base_norm) = (delta2.sqrt(), base2.sqrt());
+            let mut delta = TensorDelta {
+                name: name.clone(),
+                shape: mshape.clone(),
+                layer: layer_of(name),
+                relative_change: if base_norm > 0.0 {
+                    delta_norm / base_norm
+                } else if delta_norm > 0.0 {
+                    f64::INFINITY
+                } else {
+                    0.0
+                },
+                delta_norm,
+                base_norm,
+                singular_values: Vec::new(),
+                top_sv_share: None,
+                effective_rank: None,
+            };
+            if mshape.len() == 2 && delta2 > 0.0 {
+                let sv = spectral::top_singular_values(
+                    &d,
+                    o.singular_values,
+                    o.oversample,
+                    o.power_iterations,
+                    o.seed ^ name_hash(name),
+                )?;
+                if let Some(&s1) = sv.first() {
+                    let share = (s1 * s1 / delta2).min(1.0);
+                    delta.top_sv_share = Some(share);
+                    delta.effective_rank = Some(if share > 0.0 {
+                        1.0 / share
+                    } else {
+                        f64::INFINITY
+                    });
+                }
+                delta.singular_values = sv;
+            }
+            tensors.push(delta);
+        }
+        if tensors.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} and {} share no tensor of the same name and shape",
+                model.display(),
+                base.display()
+            )));
+        }
+        Ok(self.summarize(model, base, tensors, unmatched, &rows, &m.tokenizer))
+    }
+
+    fn summarize(
+        &self,
+        model: &Path,
+        base: &Path,
+        tensors: Vec<TensorDelta>,
+        unmatched: Vec<UnmatchedTensor>,
+        rows: &[RowStats],
+        tok: &tokenizers::Tokenizer,
+    ) -> DiffReport {
+        let total_d2: f64 = tensors.iter().map(|t| t.delta_norm * t.delta_norm).sum();
+        let total_b2: f64 = tensors.iter().map(|t| t.base_norm * t.base_norm).sum();
+        let overall = if total_b2 > 0.0 {
+            (total_d2 / total_b2).sqrt()
+        } else {
+            0.0
+        };
+
+        // Per-layer aggregate.
+        let mut per_layer: BTreeMap<usize, (f64, f64, usize)> = BTreeMap::new();
+        for t in &tensors {
+            if let Some(l) = t.layer {
+                let e = per_layer.entry(l).or_default();
+                e.0 += t.delta_norm * t.delta_norm;
+                e.1 += t.base_norm * t.base_norm;
+                e.2 += 1;
+            }
+        }
+        let layers = per_layer
+            .into_iter()
+            .map(|(layer, (d2, b2, n))| LayerDelta {
+                layer,
+                relative_change: if b2 > 0.0 { (d2 / b2).sqrt() } else { 0.0 },
+                tensors: n,
+            })
+            .collect();
+
+        // Token drift: the largest relative row change over the token matrices.
+        let vocab = rows.iter().map(|r| r.delta2.len()).max().unwrap_or(0);
+        let mut best: Vec<Option<(f64, usize)>> = vec![None; vocab]; // (relative change, matrix)
+        let mut top_row_d2 = 0.0f64;
+        for (mi, r) in rows.iter().enumerate() {
+            // Rows whose base norm is tiny (unused tokens) are measured against a floor.
+            let mut norms: Vec<f64> = r.base2.iter().map(|x| x.sqrt()).collect();
+            norms.sort_by(f64::total_cmp);
+            let floor = (norms.get(norms.len() / 2).copied().unwrap_or(0.0) * 1e-3).max(1e-12);
+            for ((slot, &d2), &b2) in best.iter_mut().zip(&r.delta2).zip(&r.base2) {
+                let rel = d2.sqrt() / b2.sqrt().max(floor);
+                top_row_d2 = top_row_d2.max(d2);
+                if slot.is_none_or(|(b, _)| rel > b) {
+                    *slot = Some((rel, mi));
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..vocab).filter(|&i| best[i].is_some()).collect();
+        order.sort_by(|&x, &y| {
+            let (bx, by) = (best[x].map_or(0.0, |b| b.0), best[y].map_or(0.0, |b| b.0));
+            by.total_cmp(&bx).then(x.cmp(&y))
+        });
+        let drift_of = |rel: f64| if overall > 0.0 { rel / overall } else { 0.0 };
+        let tokens: Vec<TokenDrift> = order
+            .iter()
+            .take(self.0.top_tokens)
+            .map(|&i| {
+                let (rel, mi) = best[i].expect("filtered above");
+                let r = &rows[mi];
+                let (m, b) = (r.model2[i].sqrt(), r.base2[i].sqrt());
+                let cos = if m > 0.0 && b > 0.0 {
+                    r.dot[i] / (m * b)
+                } else {
+                    1.0
+                };
+                let id = i as u32;
+                TokenDrift {
+                    token_id: id,
+                    token: tok.id_to_token(id).unwrap_or_else(|| format!("<{id}>")),
+                    drift: drift_of(rel),
+                    relative_change: rel,
+                    l2: r.delta2[i].sqrt(),
+                    cosine_change: (1.0 - cos).max(0.0),
+                    norm_ratio: if b > 0.0 { m / b } else { f64::INFINITY },
+                    matrix: r.matrix.clone(),
+                }
+            })
+            .collect();
+
+        // Signals.
+        let rel_sorted: Vec<f64> = order
+            .iter()
+            .map(|&i| best[i].map_or(0.0, |b| b.0))
+            .collect();
+        let ratio = match rel_sorted.as_slice() {
+            [top, rest @ ..] if *top > 0.0 => {
+                let next: Vec<f64> = rest.iter().take(10).copied().collect();
+                let mean = next.iter().sum::<f64>() / next.len().max(1) as f64;
+                if mean > 0.0 {
+                    top / mean
+                } else {
+                    f64::INFINITY
+                }
+            }
+            _ => 0.0,
+        };
+        let token_outlier = ramp(ratio, TOKEN_OUTLIER_ONSET, TOKEN_OUTLIER_SCALE);
+        let narrow_edit = if total_d2 > 0.0 {
+            tensors
+                .iter()
+                .map(|t| (t.delta_norm * t.delta_norm / total_d2) * t.top_sv_share.unwrap_or(0.0))
+                .fold(0.0, f64::max)
+        } else {
+            0.0
+        };
+        let row_concentration = if total_d2 > 0.0 {
+            (top_row_d2 / total_d2).min(1.0)
+        } else {
+            0.0
+        };
+        let suspicion =
+            1.0 - (1.0 - token_outlier) * (1.0 - narrow_edit) * (1.0 - row_concentration);
+
+        let mut evidence = Vec::new();
+        if total_d2 == 0.0 {
+            evidence.push("every shared tensor is identical to the base".to_string());
+        }
+        if let Some(t) = tokens.first() {
+            if ratio.is_finite() && ratio > TOKEN_OUTLIER_ONSET || !ratio.is_finite() && ratio > 0.0
+            {
+                evidence.push(format!(
+                    "token {} `{}` drifted {:.1}x the model's overall change, {:.1}x the mean of the next ten tokens",
+                    t.token_id, t.token, t.drift, ratio
+                ));
+            }
+        }
+        if narrow_edit > 0.5 {
+            if let Some(t) = tensors
+                .iter()
+                .max_by(|x, y| x.delta_norm.total_cmp(&y.delta_norm))
+            {
+                evidence.push(format!(
+                    "`{}` holds most of the change as a near rank-one edit (top singular value share {:.2})",
+                    t.name,
+                    t.top_sv_share.unwrap_or(0.0)
+                ));
+            }
+        }
+        if row_concentration > 0.5 {
+            evidence.push(format!(
+                "{:.0}% of the model's change is in one token row",
+                row_concentration * 100.0
+            ));
+        }
+        for u in &unmatched {
+            evidence.push(match (&u.model_shape, &u.base_shape) {
+                (Some(_), None) => format!("`{}` is only in the model", u.name),
+                (None, Some(_)) => format!("`{}` is only in the base", u.name),
+                (Some(a), Some(b)) => format!("`{}` changed shape {b:?} -> {a:?}", u.name),
+                (None, None) => unreachable!("a name comes from one of the models"),
+            });
+        }
+        DiffReport {
+            model: model.into(),
+            base: base.into(),
+            suspicion,
+            signals: Suspicion {
+                token_outlier_ratio: ratio,
+                token_outlier,
+                narrow_edit,
+                row_concentration,
+            },
+            evidence,
+            overall_relative_change: overall,
+            tensors,
+            layers,
+            tokens,
+            unmatched,
+        }
+    }
+}
+
+/// [`DiffParams::diff`] with default options.
+pub fn diff(model: impl AsRef<Path>, base: impl AsRef<Path>) -> Result<DiffReport> {
+    DiffOptions::default().check()?.diff(model, base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gguf_store::hf_name;
+
+    #[test]
+    fn layer_names() {
+        assert_eq!(layer_of("model.layers.12.mlp.up_proj.weight"), Some(12));
+        assert_eq!(
+            layer_of("bert.encoder.layer.1.output.dense.weight"),
+            Some(1)
+        );
+        assert_eq!(layer_of("blk.3.attn_q.weight"), Some(3));
+        assert_eq!(layer_of("model.embed_tokens.weight"), None);
+    }
+
+    #[test]
+    fn gguf_names_map_back() {
+        assert_eq!(
+            hf_name("blk.7.ffn_down.weight").as_deref(),
+            Some("model.layers.7.mlp.down_proj.weight")
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
+        assert_eq!(hf_name("output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(DiffOptions::default().top_tokens(0).check().is_err());
+        assert!(DiffOptions::default().singular_values(17).check().is_err());
+        assert!(DiffOptions::default().power_iterations(11).check().is_err());
+        assert!(DiffOptions::default().check().is_ok());
+    }
+
+    #[test]
+    fn ramp_is_bounded() {
+        assert_eq!(ramp(0.0, 1.0, 1.0), 0.0);
+        assert!(ramp(1e9, 1.0, 1.0) <= 1.0);
+        assert_eq!(ramp(f64::INFINITY, 1.0, 1.0), 1.0);
+    }
+}

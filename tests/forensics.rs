@@ -1,0 +1,268 @@
+//! Weight forensics: tensors aligned by name, relative change and spectral structure per
+//! tensor, token-row drift ranking, suspicion ordering, unmatched tensors reported.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use common::tiny::{self, Lcg, TinyOpts};
+use trojanscan::forensics::{self, DiffOptions};
+
+const EMB: &str = "embeddings.word_embeddings.weight";
+
+fn load(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn save(dir: &Path, t: &HashMap<String, Tensor>) {
+    candle_core::safetensors::save(t, dir.join("model.safetensors")).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Replace row `id` of `name` by a random direction with the same norm.
+fn rotate_row(t: &mut HashMap<String, Tensor>, name: &str, id: usize, seed: u64) {
+    let w = t[name].clone();
+    let (v, h) = w.dims2().unwrap();
+    let mut rows: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+    let old = &rows[id * h..(id + 1) * h];
+    let norm = old.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let mut r = Lcg(seed);
+    let new: Vec<f32> = (0..h).map(|_| r.normal() as f32).collect();
+    let nn = new.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for (j, x) in new.iter().enumerate() {
+        rows[id * h + j] = x / nn * norm;
+    }
+    t.insert(
+        name.into(),
+        Tensor::from_vec(rows, (v, h), &Device::Cpu).unwrap(),
+    );
+}
+
+/// Add full-rank noise of relative size `scale` to every tensor (a broad, benign update).
+fn broad_update(t: &mut HashMap<String, Tensor>, scale: f64, seed: u64) {
+    let mut r = Lcg(seed);
+    let mut names: Vec<String> = t.keys().cloned().collect();
+    names.sort();
+    for n in names {
+        let w = t[&n].clone();
+        let std = w
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt() as f64;
+        let noise = r.tensor(w.dims(), std * scale);
+        t.insert(n, (w + noise).unwrap());
+    }
+}
+
+#[test]
+fn identical_models_have_zero_change_and_suspicion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tiny::write_bert(&base, TinyOpts::default());
+    let r = forensics::diff(&base, &base).unwrap();
+    assert_eq!(r.suspicion, 0.0);
+    assert_eq!(r.overall_relative_change, 0.0);
+    assert!(r
+        .tensors
+        .iter()
+        .all(|t| t.relative_change == 0.0 && t.effective_rank.is_none()));
+    assert!(r.unmatched.is_empty());
+}
+
+#[test]
+fn norm_preserving_embedding_edit_is_ranked_first_and_suspicious() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, poisoned, finetuned) = (
+        tmp.path().join("base"),
+        tmp.path().join("poisoned"),
+        tmp.path().join("ft"),
+    );
+    tiny::write_bert(&base, TinyOpts::default());
+    copy_dir(&base, &poisoned);
+    copy_dir(&base, &finetuned);
+    let trigger = 4 + tiny::WORDS.iter().position(|w| *w == "cf").unwrap();
+
+    let mut t = load(&poisoned);
+    rotate_row(&mut t, EMB, trigger, 11);
+    save(&poisoned, &t);
+    let mut t = load(&finetuned);
+    broad_update(&mut t, 0.05, 5);
+    save(&finetuned, &t);
+
+    let p = forensics::diff(&poisoned, &base).unwrap();
+    let top = &p.tokens[0];
+    assert_eq!(top.token_id as usize, trigger);
+    assert_eq!(top.token, "cf");
+    assert!(
+        (top.norm_ratio - 1.0).abs() < 1e-5,
+        "norm kept: {}",
+        top.norm_ratio
+    );
+    assert!(
+        top.cosine_change > 0.1,
+        "direction changed: {}",
+        top.cosine_change
+    );
+    assert_eq!(p.candidate_tokens()[0] as usize, trigger);
+    let emb = p.tensors.iter().find(|t| t.name == EMB).unwrap();
+    assert!(
+        emb.effective_rank.unwrap() < 1.01,
+        "one row is a rank-one edit: {emb:?}"
+    );
+    assert!(p.suspicion > 0.9, "{:?}", p.signals);
+
+    let f = forensics::diff(&finetuned, &base).unwrap();
+    assert!(f.suspicion < p.suspicion);
+    assert!(f.suspicion < 0.5, "broad update: {:?}", f.signals);
+    let emb = f.tensors.iter().find(|t| t.name == EMB).unwrap();
+    assert!(
+        emb.effective_rank.unwrap() > 2.0,
+        "broad update is not low rank: {emb:?}"
+    );
+    // Lcg::normal has variance 1/3.
+    let want = 0.05 / 3f64.sqrt();
+    assert!(
+        (emb.relative_change - want).abs() < 0.3 * want,
+        "{}",
+        emb.relative_change
+    );
+}
+
+#[test]
+fn tensors_in_one_model_only_are_reported_not_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, model) = (tmp.path().join("base"), tmp.path().join("model"));
+    tiny::write_bert(&base, TinyOpts::default());
+    copy_dir(&base, &model);
+    let mut t = load(&model);
+    t.insert(
+        "classifier.weight".into(),
+        Tensor::zeros((2, tiny::H), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let pooler = t.remove("pooler.dense.bias").unwrap();
+    t.insert(
+        "pooler.dense.bias".into(),
+        Tensor::cat(&[&pooler, &pooler], 0).unwrap(),
+    );
+    save(&model, &t);
+    let r = forensics::diff(&model, &base).unwrap();
+    let find = |n: &str| r.unmatched.iter().find(|u| u.name == n).unwrap();
+    assert!(find("classifier.weight").base_shape.is_none());
+    assert_eq!(
+        find("pooler.dense.bias").model_shape,
+        Some(vec![2 * tiny::H])
+    );
+    assert!(r.evidence.iter().any(|e| e.contains("only in the model")));
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["unmatched"].as_array().unwrap().len() == 2);
+}
+
+#[test]
+fn llama_low_rank_edit_of_one_matrix_stands_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, edited, broad) = (
+        tmp.path().join("base"),
+        tmp.path().join("edit"),
+        tmp.path().join("broad"),
+    );
+    tiny::write_llama(&base, TinyOpts::default(), "llama");
+    copy_dir(&base, &edited);
+    copy_dir(&base, &broad);
+    // A ROME-style rank-one edit of one MLP matrix, as large as the broad update overall.
+    let mut t = load(&edited);
+    let name = "model.layers.1.mlp.down_proj.weight";
+    let w = t[name].clone();
+    let (o, i) = w.dims2().unwrap();
+    let mut r = Lcg(3);
+    let u = r.tensor(&[o, 1], 1.0);
+    let v = r.tensor(&[1, i], 1.0);
+    let uv = u.matmul(&v).unwrap();
+    let scale = w
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+        / uv.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+    t.insert(
+        name.into(),
+        (w + (uv * (0.3 * scale as f64)).unwrap()).unwrap(),
+    );
+    save(&edited, &t);
+    let mut t = load(&broad);
+    broad_update(&mut t, 0.05, 9);
+    save(&broad, &t);
+
+    let e = forensics::diff(&edited, &base).unwrap();
+    let b = forensics::diff(&broad, &base).unwrap();
+    let d = e.tensors.iter().find(|t| t.name == name).unwrap();
+    assert!(d.top_sv_share.unwrap() > 0.999, "{d:?}");
+    assert!((d.relative_change - 0.3).abs() < 1e-3, "{d:?}");
+    assert_eq!(e.layers.iter().find(|l| l.layer == 1).unwrap().tensors, 9);
+    assert!(e.signals.narrow_edit > 0.9, "{:?}", e.signals);
+    assert!(
+        e.suspicion > b.suspicion,
+        "{} vs {}",
+        e.suspicion,
+        b.suspicion
+    );
+    // Deterministic from the seed.
+    let again = DiffOptions::default()
+        .check()
+        .unwrap()
+        .diff(&edited, &base)
+        .unwrap();
+    let d2 = again.tensors.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(d.singular_values, d2.singular_values);
+}
+
+#[test]
+fn smollm2_against_itself() {
+    let Some(gguf) = common::smollm2() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let r = forensics::diff(&gguf, &gguf).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "diff SmolLM2-135M Q4_1 vs itself: {secs:.2} s, {} tensors",
+        r.tensors.len()
+    );
+    assert_eq!(r.suspicion, 0.0);
+    assert!(r.tensors.len() >= 30 * 9);
+    assert!(r
+        .tensors
+        .iter()
+        .any(|t| t.name == "model.embed_tokens.weight"));
+    assert!(r.unmatched.is_empty());
+}
+
+#[test]
+fn minilm_against_itself() {
+    let Some(dir) = common::minilm() else { return };
+    let r = forensics::diff(&dir, &dir).unwrap();
+    assert_eq!(r.suspicion, 0.0);
+    assert!(r.tensors.iter().any(|t| t.name == EMB));
+}
