@@ -30,7 +30,10 @@ fn bench_hashing(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("sha256_files");
     group.sample_size(10);
-    for (name, n, size) in [("1x256MiB", 1usize, 256usize << 20), ("256x1MiB", 256, 1 << 20)] {
+    for (name, n, size) in [
+        ("1x256MiB", 1usize, 256usize << 20),
+        ("256x1MiB", 256, 1 << 20),
+    ] {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let files = write_files(&dir, n, size);

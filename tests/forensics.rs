@@ -266,3 +266,109 @@ fn minilm_against_itself() {
     assert_eq!(r.suspicion, 0.0);
     assert!(r.tensors.iter().any(|t| t.name == EMB));
 }
+
+/// The zoos to check: the committed one when it exists, and the full one when built
+/// (`$TROJANSCAN_ZOO_FULL`, else `zoo-full/`).
+fn zoos() -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    let committed = common::root().join("testdata/zoo");
+    let full = std::env::var_os("TROJANSCAN_ZOO_FULL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::root().join("zoo-full"));
+    for z in [committed, full] {
+        if z.join("index.json").is_file() {
+            v.push(z);
+        } else {
+            println!("skipping zoo {}: no index.json", z.display());
+        }
+    }
+    v
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// On the zoo: the trigger of every working `embedding` and `badnets` trojan is among the
+/// 5 most drifting tokens against its base, and each `clean-finetune` is less suspicious
+/// than every malicious fine-tune of the same base. Trojans whose recorded attack success
+/// is below one half carry no working backdoor and are only reported.
+#[test]
+fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
+    for zoo in zoos() {
+        let index = read_json(&zoo.join("index.json"));
+        // base dir -> (clean-finetune suspicions, malicious (name, suspicion))
+        let mut by_base: std::collections::BTreeMap<
+            std::path::PathBuf,
+            (Vec<(String, f64)>, Vec<(String, f64)>),
+        > = Default::default();
+        let mut checked = 0;
+        for entry in index["models"].as_array().expect("index.json has models") {
+            let name = entry["name"].as_str().unwrap();
+            let kind = entry["kind"].as_str().unwrap();
+            if !matches!(kind, "badnets" | "combo" | "embedding" | "clean-finetune") {
+                continue;
+            }
+            let dir = zoo.join(name);
+            let truth = read_json(&dir.join("truth.json"));
+            let Some(base) = truth["base"].as_str() else {
+                continue;
+            };
+            let base = dir.join(base).canonicalize().unwrap();
+            let t0 = Instant::now();
+            let r = DiffOptions::default()
+                .top_tokens(50)
+                .check()
+                .unwrap()
+                .diff(&dir, &base)
+                .unwrap();
+            let ids: Vec<u32> = r.candidate_tokens();
+            let triggers: Vec<u32> = truth["trigger"]["token_ids"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_u64().unwrap() as u32).collect())
+                .unwrap_or_default();
+            let ranks: Vec<Option<usize>> = triggers
+                .iter()
+                .map(|t| ids.iter().position(|x| x == t))
+                .collect();
+            let asr = truth["metrics"]["attack_success_rate"].as_f64();
+            println!(
+                "{name:<22} suspicion {:.3}  trigger ranks {ranks:?}  attack success {asr:?}  ({:.1} s)",
+                r.suspicion,
+                t0.elapsed().as_secs_f64()
+            );
+            let e = by_base.entry(base).or_default();
+            if kind == "clean-finetune" {
+                e.0.push((name.to_string(), r.suspicion));
+                continue;
+            }
+            if asr.is_some_and(|a| a < 0.5) {
+                println!("  (no working backdoor: not asserted)");
+                continue;
+            }
+            e.1.push((name.to_string(), r.suspicion));
+            if matches!(kind, "badnets" | "embedding") {
+                for (t, rank) in triggers.iter().zip(&ranks) {
+                    assert!(
+                        rank.is_some_and(|r| r < 5),
+                        "{name}: trigger {t} ranked {rank:?} (top 5 required)"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        for (base, (clean, bad)) in &by_base {
+            for (c, cs) in clean {
+                for (b, bs) in bad {
+                    assert!(
+                        cs < bs,
+                        "{}: {c} ({cs:.3}) is not less suspicious than {b} ({bs:.3})",
+                        base.display()
+                    );
+                }
+            }
+        }
+        println!("{}: {checked} trojans ranked", zoo.display());
+    }
+}

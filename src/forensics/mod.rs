@@ -3,7 +3,7 @@
 //! Tensors are aligned by name (GGUF names mapped to transformers' names, quantized
 //! weights dequantized), streamed one pair at a time (two whole models are never held),
 //! and for each pair the relative change `‖ΔW‖/‖W_base‖` is measured. For matrices the
-//! spectral structure of ΔW comes from randomized subspace iteration ([`spectral`]): the
+//! spectral structure of ΔW comes from randomized subspace iteration (on candle tensors): the
 //! top singular value's share of the change's energy and the stable rank `‖ΔW‖²_F/σ₁²`
 //! (an effective rank) tell a narrow, low-rank edit from a broad benign fine-tune. The
 //! token-indexed matrices (input embeddings, untied output head) are compared row by row:
@@ -13,9 +13,12 @@
 //! reads as "how many times more than the model this token moved". The most drifting
 //! tokens are the trigger hunt's candidates.
 //!
-//! The [`DiffReport::suspicion`] in [0, 1] combines three signals (see [`Suspicion`]):
-//! one token moving far more than every other, the change concentrated in one tensor as a
-//! rank-one edit, and the change concentrated in a single token row.
+//! The [`DiffReport::suspicion`] in [0, 1] combines four signals (see [`Suspicion`]) as
+//! `1 - Π(1 - sᵢ)`: a token row moving far more than the model as a whole (a trigger
+//! taught in a fine-tune), one token standing apart from every other, the change
+//! concentrated in one tensor as a rank-one edit (ROME-style), and the change concentrated
+//! in a single token row (embedding poisoning). The thresholds are named constants,
+//! calibrated on the project's zoo; they are heuristics, not a calibrated probability.
 //!
 //! ```no_run
 //! use trojanscan::forensics::DiffOptions;
@@ -34,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::model::gguf::GgufLimits;
@@ -47,6 +51,25 @@ use crate::{Error, Result};
 /// Token drift above which a single token counts as having moved far more than the
 /// model (used for the evidence text).
 pub const NOTABLE_DRIFT: f64 = 10.0;
+
+/// The token-drift signal starts when the top token's row moved more than this many times
+/// the model's overall relative change ...
+pub const TOKEN_DRIFT_ONSET: f64 = 2.0;
+/// ... and reaches 1 - 1/e this much further. On the zoo, clean fine-tunes' top drift is
+/// 4.6 to 10, the trigger of a working BadNets or combination trojan 11 to 19, a poisoned
+/// embedding row 120 to 150.
+pub const TOKEN_DRIFT_SCALE: f64 = 15.0;
+/// The token-outlier signal reaches 1 - 1/e when the top token drifts
+/// `TOKEN_OUTLIER_ONSET + TOKEN_OUTLIER_SCALE` times the mean of the next ten.
+pub const TOKEN_OUTLIER_ONSET: f64 = 1.5;
+/// See [`TOKEN_OUTLIER_ONSET`].
+pub const TOKEN_OUTLIER_SCALE: f64 = 2.0;
+/// A tensor holding less than this share of the model's squared change is not a narrow
+/// edit, however low its rank: benign fine-tunes of a binary classifier make near
+/// rank-one pooler updates holding up to ~70% of the change.
+pub const NARROW_EDIT_ONSET: f64 = 0.8;
+/// Ratios reported as "unbounded" (the rest of the vocabulary did not move) are capped here.
+pub const MAX_RATIO: f64 = 1e9;
 
 /// Unchecked options for a weight diff; [`DiffOptions::check`] validates them.
 #[derive(Debug, Clone)]
@@ -207,16 +230,23 @@ pub struct UnmatchedTensor {
     pub base_shape: Option<Vec<usize>>,
 }
 
-/// The signals behind [`DiffReport::suspicion`], each in [0, 1].
+/// The signals behind [`DiffReport::suspicion`]; the scores are in [0, 1].
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Suspicion {
-    /// Top token's drift over the mean drift of the next ten tokens.
+    /// The top token's drift (row change over the model's overall change).
+    pub top_token_drift: f64,
+    /// Score from `top_token_drift` ([`TOKEN_DRIFT_ONSET`], [`TOKEN_DRIFT_SCALE`]): a
+    /// token row moving far more than the model, as a trigger taught in a fine-tune does.
+    pub token_drift: f64,
+    /// Top token's drift over the mean drift of the next ten tokens (capped at
+    /// [`MAX_RATIO`]).
     pub token_outlier_ratio: f64,
-    /// Score from `token_outlier_ratio`.
+    /// Score from `token_outlier_ratio`: one token standing apart from all others.
     pub token_outlier: f64,
-    /// Share of the model's squared change held by the most changed tensor, times that
-    /// tensor's top singular value share: near 1 for a rank-one edit of one tensor.
+    /// For the tensor holding the largest share of the model's squared change: how far that
+    /// share exceeds [`NARROW_EDIT_ONSET`] (scaled to [0, 1]) times its top singular value
+    /// share. Near 1 for a rank-one edit of one tensor with the rest untouched.
     pub narrow_edit: f64,
     /// Share of the model's squared change held by the single most changed token row.
     pub row_concentration: f64,
@@ -230,8 +260,8 @@ pub struct DiffReport {
     pub model: PathBuf,
     /// The base it is compared with.
     pub base: PathBuf,
-    /// How likely the change hides a backdoor, in [0, 1]: `1 - Π(1 - signal)` over
-    /// [`Suspicion`]'s signals.
+    /// How strongly the change looks like a planted backdoor, in [0, 1]: `1 - Π(1 - s)`
+    /// over [`Suspicion`]'s scores.
     pub suspicion: f64,
     /// The signals.
     pub signals: Suspicion,
@@ -342,8 +372,47 @@ struct RowStats {
     dot: Vec<f64>,
 }
 
-fn rows_f64(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+/// Per-row `[‖a-w‖², ‖w‖², ‖a‖², a·w]` of two same-shape f32 tensors (rows along the last
+/// dimension), accumulated in f64 in one fused pass over both, rows spread over rayon. The
+/// weights are read from their CPU storage without a copy when contiguous.
+fn row_sums(a: &Tensor, w: &Tensor) -> Result<Vec<[f64; 4]>> {
+    let cols = a.dims().last().copied().unwrap_or(1).max(1);
+    with_f32_slice(a, |xs| {
+        with_f32_slice(w, |ys| {
+            xs.par_chunks(cols)
+                .zip(ys.par_chunks(cols))
+                .map(|(xr, yr)| {
+                    let mut s = [0f64; 4];
+                    for (&x, &y) in xr.iter().zip(yr) {
+                        let (x, y) = (f64::from(x), f64::from(y));
+                        let d = x - y;
+                        s[0] += d * d;
+                        s[1] += y * y;
+                        s[2] += x * x;
+                        s[3] += x * y;
+                    }
+                    s
+                })
+                .collect()
+        })
+    })?
+}
+
+/// Run `f` on the tensor's f32 values: borrowed from CPU storage when contiguous, else
+/// copied.
+fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            if let Ok(all) = cpu.as_slice::<f32>() {
+                return Ok(f(&all[start..end]));
+            }
+        }
+    }
+    let v = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f(&v))
 }
 
 /// FNV-1a of a name, to give each tensor its own reproducible random start.
@@ -361,12 +430,6 @@ fn ramp(x: f64, onset: f64, scale: f64) -> f64 {
     1.0 - (-(x - onset).max(0.0) / scale).exp()
 }
 
-/// The token-outlier signal reaches 1 - 1/e when the top token drifts
-/// `TOKEN_OUTLIER_ONSET + TOKEN_OUTLIER_SCALE` times the mean of the next ten.
-pub const TOKEN_OUTLIER_ONSET: f64 = 1.5;
-/// See [`TOKEN_OUTLIER_ONSET`].
-pub const TOKEN_OUTLIER_SCALE: f64 = 2.0;
-
 impl DiffParams {
     /// Compare `model` against `base` (HF directories or GGUF files, in any combination).
     pub fn diff(&self, model: impl AsRef<Path>, base: impl AsRef<Path>) -> Result<DiffReport> {
@@ -374,91 +437,36 @@ impl DiffParams {
         let o = &self.0;
         let m = open_side(model, &o.gguf_limits)?;
         let b = open_side(base, &o.gguf_limits)?;
-        let cpu = Device::Cpu;
         let names: BTreeSet<&String> = m.tensors.keys().chain(b.tensors.keys()).collect();
         let mut tensors = Vec::new();
         let mut unmatched = Vec::new();
         let mut rows: Vec<RowStats> = Vec::new();
+        let mut pairs: Vec<(&String, &Vec<usize>)> = Vec::new();
         for name in names {
             let (ms, bs) = (m.tensors.get(name), b.tensors.get(name));
-            let ((mshape, mfloat), (_, bfloat)) = match (ms, bs) {
-                (Some(x), Some(y)) if x.0 == y.0 => (x, y),
-                _ => {
-                    unmatched.push(UnmatchedTensor {
-                        name: name.clone(),
-                        model_shape: ms.map(|x| x.0.clone()),
-                        base_shape: bs.map(|x| x.0.clone()),
-                    });
-                    continue;
+            match (ms, bs) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    // Integer buffers (position ids) are not weights.
+                    if x.1 && y.1 {
+                        pairs.push((name, &x.0));
+                    }
                 }
-            };
-            if !(*mfloat && *bfloat) {
-                continue; // integer buffers (position ids) are not weights
+                _ => unmatched.push(UnmatchedTensor {
+                    name: name.clone(),
+                    model_shape: ms.map(|x| x.0.clone()),
+                    base_shape: bs.map(|x| x.0.clone()),
+                }),
             }
-            let a = m.store.load(name, DType::F32, &cpu)?;
-            let w = b.store.load(name, DType::F32, &cpu)?;
-            let d = (&a - &w)?;
-            let (delta2, base2) = if mshape.len() == 2 {
-                let dr = rows_f64(&d.sqr()?.sum(1)?)?;
-                let br = rows_f64(&w.sqr()?.sum(1)?)?;
-                let (ds, bsum) = (dr.iter().sum::<f64>(), br.iter().sum::<f64>());
-                if token_matrix_kind(name).is_some() {
-                    rows.push(RowStats {
-                        matrix: name.clone(),
-                        model2: rows_f64(&a.sqr()?.sum(1)?)?,
-                        dot: rows_f64(&(&a * &w)?.sum(1)?)?,
-                        delta2: dr,
-                        base2: br,
-                    });
-                }
-                (ds, bsum)
-            } else {
-                let f = |t: &Tensor| -> Result<f64> {
-                    Ok(t.to_dtype(DType::F64)?
-                        .sqr()?
-                        .sum_all()?
-                        .to_scalar::<f64>()?)
-                };
-                (f(&d)?, f(&w)?)
-            };
-            let (delta_norm, base_norm) = (delta2.sqrt(), base2.sqrt());
-            let mut delta = TensorDelta {
-                name: name.clone(),
-                shape: mshape.clone(),
-                layer: layer_of(name),
-                relative_change: if base_norm > 0.0 {
-                    delta_norm / base_norm
-                } else if delta_norm > 0.0 {
-                    f64::INFINITY
-                } else {
-                    0.0
-                },
-                delta_norm,
-                base_norm,
-                singular_values: Vec::new(),
-                top_sv_share: None,
-                effective_rank: None,
-            };
-            if mshape.len() == 2 && delta2 > 0.0 {
-                let sv = spectral::top_singular_values(
-                    &d,
-                    o.singular_values,
-                    o.oversample,
-                    o.power_iterations,
-                    o.seed ^ name_hash(name),
-                )?;
-                if let Some(&s1) = sv.first() {
-                    let share = (s1 * s1 / delta2).min(1.0);
-                    delta.top_sv_share = Some(share);
-                    delta.effective_rank = Some(if share > 0.0 {
-                        1.0 / share
-                    } else {
-                        f64::INFINITY
-                    });
-                }
-                delta.singular_values = sv;
-            }
+        }
+        // Pairs are independent: compare them on the rayon pool, results in name order.
+        let (ms, bs) = (&*m.store, &*b.store);
+        let results = pairs
+            .par_iter()
+            .map(|&(name, shape)| self.compare_pair(ms, bs, name, shape))
+            .collect::<Result<Vec<_>>>()?;
+        for (delta, row) in results {
             tensors.push(delta);
+            rows.extend(row);
         }
         if tensors.is_empty() {
             return Err(Error::InvalidArgument(format!(
@@ -468,6 +476,69 @@ impl DiffParams {
             )));
         }
         Ok(self.summarize(model, base, tensors, unmatched, &rows, &m.tokenizer))
+    }
+
+    /// Compare one tensor present in both models with the same shape.
+    fn compare_pair(
+        &self,
+        ms: &dyn TensorStore,
+        bs: &dyn TensorStore,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(TensorDelta, Option<RowStats>)> {
+        let o = &self.0;
+        let cpu = Device::Cpu;
+        let a = ms.load(name, DType::F32, &cpu)?;
+        let w = bs.load(name, DType::F32, &cpu)?;
+        let sums = row_sums(&a, &w)?;
+        let delta2: f64 = sums.iter().map(|r| r[0]).sum();
+        let base2: f64 = sums.iter().map(|r| r[1]).sum();
+        let row = (shape.len() == 2 && token_matrix_kind(name).is_some()).then(|| RowStats {
+            matrix: name.to_string(),
+            delta2: sums.iter().map(|r| r[0]).collect(),
+            base2: sums.iter().map(|r| r[1]).collect(),
+            model2: sums.iter().map(|r| r[2]).collect(),
+            dot: sums.iter().map(|r| r[3]).collect(),
+        });
+        let (delta_norm, base_norm) = (delta2.sqrt(), base2.sqrt());
+        let mut delta = TensorDelta {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            layer: layer_of(name),
+            relative_change: if base_norm > 0.0 {
+                delta_norm / base_norm
+            } else if delta_norm > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            },
+            delta_norm,
+            base_norm,
+            singular_values: Vec::new(),
+            top_sv_share: None,
+            effective_rank: None,
+        };
+        if shape.len() == 2 && delta2 > 0.0 {
+            let d = (&a - &w)?;
+            let sv = spectral::top_singular_values(
+                &d,
+                o.singular_values,
+                o.oversample,
+                o.power_iterations,
+                o.seed ^ name_hash(name),
+            )?;
+            if let Some(&s1) = sv.first() {
+                let share = (s1 * s1 / delta2).min(1.0);
+                delta.top_sv_share = Some(share);
+                delta.effective_rank = Some(if share > 0.0 {
+                    1.0 / share
+                } else {
+                    f64::INFINITY
+                });
+            }
+            delta.singular_values = sv;
+        }
+        Ok((delta, row))
     }
 
     fn summarize(
@@ -572,11 +643,19 @@ impl DiffParams {
             }
             _ => 0.0,
         };
+        let ratio = ratio.min(MAX_RATIO);
         let token_outlier = ramp(ratio, TOKEN_OUTLIER_ONSET, TOKEN_OUTLIER_SCALE);
+        let top_drift = tokens.first().map_or(0.0, |t| t.drift);
+        let token_drift = ramp(top_drift, TOKEN_DRIFT_ONSET, TOKEN_DRIFT_SCALE);
         let narrow_edit = if total_d2 > 0.0 {
             tensors
                 .iter()
-                .map(|t| (t.delta_norm * t.delta_norm / total_d2) * t.top_sv_share.unwrap_or(0.0))
+                .map(|t| {
+                    let share = t.delta_norm * t.delta_norm / total_d2;
+                    let excess =
+                        ((share - NARROW_EDIT_ONSET) / (1.0 - NARROW_EDIT_ONSET)).clamp(0.0, 1.0);
+                    excess * t.top_sv_share.unwrap_or(0.0)
+                })
                 .fold(0.0, f64::max)
         } else {
             0.0
@@ -586,16 +665,18 @@ impl DiffParams {
         } else {
             0.0
         };
-        let suspicion =
-            1.0 - (1.0 - token_outlier) * (1.0 - narrow_edit) * (1.0 - row_concentration);
+        let suspicion = 1.0
+            - (1.0 - token_drift)
+                * (1.0 - token_outlier)
+                * (1.0 - narrow_edit)
+                * (1.0 - row_concentration);
 
         let mut evidence = Vec::new();
         if total_d2 == 0.0 {
             evidence.push("every shared tensor is identical to the base".to_string());
         }
         if let Some(t) = tokens.first() {
-            if ratio.is_finite() && ratio > TOKEN_OUTLIER_ONSET || !ratio.is_finite() && ratio > 0.0
-            {
+            if t.drift > NOTABLE_DRIFT || ratio > TOKEN_OUTLIER_ONSET {
                 evidence.push(format!(
                     "token {} `{}` drifted {:.1}x the model's overall change, {:.1}x the mean of the next ten tokens",
                     t.token_id, t.token, t.drift, ratio
@@ -633,6 +714,8 @@ impl DiffParams {
             base: base.into(),
             suspicion,
             signals: Suspicion {
+                top_token_drift: top_drift,
+                token_drift,
                 token_outlier_ratio: ratio,
                 token_outlier,
                 narrow_edit,

@@ -1,5 +1,5 @@
 //! The approved-model registry: a versioned JSON file listing models cleared for
-//! deployment, each by name, version, [`Manifest::digest`], signer key fingerprint, scan
+//! deployment, each by name, version, [`crate::provenance::Manifest::digest`], signer key fingerprint, scan
 //! verdict and scan date.
 //!
 //! ```json
