@@ -36,7 +36,8 @@ pub enum Error {
     /// unpickling runs arbitrary code chosen by whoever made the file.
     #[error(
         "{path}: refusing to load a pickle checkpoint: unpickling executes code embedded in \
-         the file; convert it to safetensors in a sandbox first"
+         the file; convert it to safetensors in a sandbox first (`trojanscan pickle-scan` \
+         lists the imports it would run, without running them)"
     )]
     PickleRefused {
         /// The pickle file.

@@ -372,3 +372,138 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
         println!("{}: {checked} trojans ranked", zoo.display());
     }
 }
+
+/// llama.cpp's q/k row permutation: GGUF row `h*hd + 2i + s` holds HF row `h*hd + s*hd/2 + i`.
+fn permute_rows(t: &Tensor, heads: usize) -> Tensor {
+    let (rows, cols) = t.dims2().unwrap();
+    let hd = rows / heads;
+    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    let mut out = vec![0f32; v.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..hd / 2 {
+                let (src, dst) = (h * hd + s * (hd / 2) + i, h * hd + 2 * i + s);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Tensor::from_vec(out, (rows, cols), &Device::Cpu).unwrap()
+}
+
+/// The tiny llama written as a GGUF file (names, q/k permutation and metadata as
+/// llama.cpp's converter writes them) in `dtype`.
+fn write_tiny_gguf(hf_dir: &Path, out: &Path, dtype: candle_core::quantized::GgmlDType) {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::QTensor;
+    let t = load(hf_dir);
+    let gguf_name = |hf: &str| -> String {
+        if hf == "model.embed_tokens.weight" {
+            return "token_embd.weight".into();
+        }
+        if hf == "model.norm.weight" {
+            return "output_norm.weight".into();
+        }
+        let rest = hf.strip_prefix("model.layers.").unwrap();
+        let (layer, rest) = rest.split_once('.').unwrap();
+        let (module, kind) = rest.rsplit_once('.').unwrap();
+        let g = match module {
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            other => panic!("{other}"),
+        };
+        format!("blk.{layer}.{g}.{kind}")
+    };
+    let mut names: Vec<&String> = t.keys().collect();
+    names.sort();
+    let qts: Vec<(String, QTensor)> = names
+        .iter()
+        .map(|n| {
+            let mut w = t[*n].clone();
+            if n.ends_with("q_proj.weight") {
+                w = permute_rows(&w, 4);
+            } else if n.ends_with("k_proj.weight") {
+                w = permute_rows(&w, 2);
+            }
+            // Norm vectors stay f32, as llama.cpp keeps them.
+            let dt = if w.rank() == 1 {
+                candle_core::quantized::GgmlDType::F32
+            } else {
+                dtype
+            };
+            (gguf_name(n), QTensor::quantize(&w, dt).unwrap())
+        })
+        .collect();
+    let specials = ["<pad>", "<unk>", "<s>", "</s>"];
+    let tokens: Vec<Value> = specials
+        .iter()
+        .chain(tiny::WORDS.iter())
+        .map(|w| Value::String(w.to_string()))
+        .collect();
+    let types: Vec<Value> = (0..tokens.len())
+        .map(|i| Value::I32(if i < 4 { 3 } else { 1 }))
+        .collect();
+    let s = |v: &str| Value::String(v.into());
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", s("llama")),
+        ("llama.embedding_length", Value::U32(tiny::H as u32)),
+        ("llama.feed_forward_length", Value::U32(24)),
+        ("llama.block_count", Value::U32(2)),
+        ("llama.attention.head_count", Value::U32(4)),
+        ("llama.attention.head_count_kv", Value::U32(2)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.context_length", Value::U32(64)),
+        ("llama.rope.freq_base", Value::F32(10_000.0)),
+        ("tokenizer.ggml.model", s("gpt2")),
+        ("tokenizer.ggml.pre", s("smollm")),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.merges", Value::Array(vec![])),
+        ("tokenizer.ggml.eos_token_id", Value::U32(3)),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = qts.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(out).unwrap();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+#[test]
+fn safetensors_and_gguf_align_by_name_and_layout() {
+    use candle_core::quantized::GgmlDType;
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    tiny::write_llama(&hf, TinyOpts::default(), "llama");
+    let exact = tmp.path().join("tiny-f32.gguf");
+    write_tiny_gguf(&hf, &exact, GgmlDType::F32);
+    // Same weights in two formats: every tensor aligned (q/k rows un-permuted), no change.
+    let r = forensics::diff(&exact, &hf).unwrap();
+    assert!(r.unmatched.is_empty(), "{:?}", r.unmatched);
+    assert_eq!(r.tensors.len(), 2 * 9 + 2);
+    assert_eq!(
+        r.overall_relative_change,
+        0.0,
+        "{:?}",
+        r.tensors.iter().find(|t| t.relative_change > 0.0)
+    );
+    assert_eq!(r.suspicion, 0.0);
+    assert_eq!(
+        r.tokens[0].token, "<pad>",
+        "tokens named from the GGUF vocabulary"
+    );
+    // f16 storage: a small, broad change everywhere, nothing suspicious.
+    let half = tmp.path().join("tiny-f16.gguf");
+    write_tiny_gguf(&hf, &half, GgmlDType::F16);
+    let r = forensics::diff(&half, &hf).unwrap();
+    assert!(
+        r.overall_relative_change > 0.0 && r.overall_relative_change < 1e-3,
+        "{}",
+        r.overall_relative_change
+    );
+    assert!(r.suspicion < 0.5, "{:?}", r.signals);
+}

@@ -234,14 +234,9 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
 
 fn diff(model: &Path, base: &Path, top: usize, seed: u64, format: Format) -> Result<()> {
     let params = DiffOptions::default().top_tokens(top).seed(seed).check()?;
-    let r = params.diff(model, base).map_err(|e| {
-        let hint = if matches!(e, trojanscan::Error::PickleRefused { .. }) {
-            " (inspect it with `trojanscan pickle-scan`)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })?;
+    let r = params
+        .diff(model, base)
+        .with_context(|| format!("comparing {} with {}", model.display(), base.display()))?;
     if format == Format::Json {
         return print_json(&r);
     }
