@@ -1,9 +1,9 @@
 //! Loading open-weight models and running them with every layer's state exposed.
 //!
-//! ```no_run
+//! ```
 //! use trojanscan::model::{LoadOptions, Model, Pooling};
 //!
-//! let model = Model::load("fixtures/minilm", &LoadOptions::default())?;
+//! let model = Model::load("testdata/tiny-bert", &LoadOptions::default())?;
 //! let batch = model.encode(&["a clean sentence", "another one"])?;
 //! let out = model.forward_with_states(&batch)?;
 //! let pooled = out.pooled_states(&batch, Pooling::Mean)?; // one [2, hidden] per layer
