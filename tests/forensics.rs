@@ -290,6 +290,9 @@ fn read_json(p: &Path) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// (model name, suspicion) pairs.
+type Scored = Vec<(String, f64)>;
+
 /// On the zoo: the trigger of every working `embedding` and `badnets` trojan is among the
 /// 5 most drifting tokens against its base, and each `clean-finetune` is less suspicious
 /// than every malicious fine-tune of the same base. Trojans whose recorded attack success
@@ -299,10 +302,8 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
     for zoo in zoos() {
         let index = read_json(&zoo.join("index.json"));
         // base dir -> (clean-finetune suspicions, malicious (name, suspicion))
-        let mut by_base: std::collections::BTreeMap<
-            std::path::PathBuf,
-            (Vec<(String, f64)>, Vec<(String, f64)>),
-        > = Default::default();
+        let mut by_base: std::collections::BTreeMap<std::path::PathBuf, (Scored, Scored)> =
+            Default::default();
         let mut checked = 0;
         for entry in index["models"].as_array().expect("index.json has models") {
             let name = entry["name"].as_str().unwrap();

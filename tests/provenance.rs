@@ -63,6 +63,9 @@ fn bundle_for(statement: &Value) -> Value {
     })
 }
 
+/// An edit applied to a JSON document to break it.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 fn write_json(path: &Path, v: &Value) {
     std::fs::write(path, serde_json::to_vec(v).unwrap()).unwrap();
 }
@@ -252,7 +255,7 @@ fn malformed_bundles_are_malformed_signature_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, sig) = signed(tmp.path());
     let good: Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "media type",
             Box::new(|b| b["mediaType"] = json!("application/json")),
@@ -348,7 +351,7 @@ fn signed_manifests_naming_paths_outside_the_model_are_path_traversal() {
 fn invalid_signed_statements_are_manifest_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, sig) = signed(tmp.path());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "statement type",
             Box::new(|s| s["_type"] = json!("https://in-toto.io/Statement/v0.1")),
