@@ -252,23 +252,36 @@ fn diff(model: &Path, base: &Path, top: usize, seed: u64, format: Format) -> Res
     for e in &r.evidence {
         writeln!(o, "  - {e}")?;
     }
-    writeln!(o, "\nmost changed tensors:")?;
-    let mut ts: Vec<_> = r.tensors.iter().collect();
-    ts.sort_by(|a, b| b.relative_change.total_cmp(&a.relative_change));
+    // Where the change is: tensors by their share of the model's squared change.
+    let total: f64 = r.tensors.iter().map(|t| t.delta_norm * t.delta_norm).sum();
+    if total == 0.0 {
+        return Ok(());
+    }
+    writeln!(o, "\ntensors holding most of the change:")?;
+    let mut ts: Vec<_> = r.tensors.iter().filter(|t| t.delta_norm > 0.0).collect();
+    ts.sort_by(|a, b| b.delta_norm.total_cmp(&a.delta_norm));
     writeln!(
         o,
-        "  {:>10}  {:>8}  {:>9}  name",
-        "rel.change", "eff.rank", "top share"
+        "  {:>6}  {:>10}  {:>8}  {:>9}  name",
+        "share", "rel.change", "eff.rank", "top share"
     )?;
     for t in ts.iter().take(10) {
         let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
         writeln!(
             o,
-            "  {:>10.3e}  {:>8}  {:>9}  {}",
+            "  {:>5.1}%  {:>10.3e}  {:>8}  {:>9}  {}",
+            100.0 * t.delta_norm * t.delta_norm / total,
             t.relative_change,
             f(t.effective_rank, 1),
             f(t.top_sv_share, 3),
             t.name
+        )?;
+    }
+    for l in &r.layers {
+        writeln!(
+            o,
+            "  block {:>3}: relative change {:.3e} ({} tensors)",
+            l.layer, l.relative_change, l.tensors
         )?;
     }
     writeln!(o, "\nmost drifting tokens (trigger candidates):")?;
