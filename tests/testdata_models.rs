@@ -46,5 +46,8 @@ fn committed_tiny_bert_is_reproducible_and_loads() {
     let m = Model::load(committed(), &LoadOptions::default()).unwrap();
     assert_eq!(m.info().num_layers, 2);
     let b = m.encode(&["the cat sat on the mat"]).unwrap();
-    assert_eq!(m.forward_with_states(&b).unwrap().logits.unwrap().dims(), &[1, 2]);
+    assert_eq!(
+        m.forward_with_states(&b).unwrap().logits.unwrap().dims(),
+        &[1, 2]
+    );
 }

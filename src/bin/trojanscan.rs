@@ -15,7 +15,11 @@ use trojanscan::DeviceChoice;
 mod provenance_cmd;
 
 #[derive(Parser)]
-#[command(name = "trojanscan", version, about = "Scan open-weight models for backdoors before deploying them")]
+#[command(
+    name = "trojanscan",
+    version,
+    about = "Scan open-weight models for backdoors before deploying them"
+)]
 struct Cli {
     /// Device to run on: cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "cpu")]
@@ -130,8 +134,17 @@ fn inspect(path: &Path, device: DeviceChoice, json: bool) -> Result<()> {
     writeln!(out, "layers:       {}", info.num_layers)?;
     writeln!(out, "hidden size:  {}", info.hidden_size)?;
     writeln!(out, "vocab size:   {}", info.vocab_size)?;
-    writeln!(out, "parameters:   {} ({:.1} M)", info.num_parameters, info.num_parameters as f64 / 1e6)?;
-    let dtypes: Vec<String> = info.dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+    writeln!(
+        out,
+        "parameters:   {} ({:.1} M)",
+        info.num_parameters,
+        info.num_parameters as f64 / 1e6
+    )?;
+    let dtypes: Vec<String> = info
+        .dtypes
+        .iter()
+        .map(|(d, n)| format!("{d} x{n}"))
+        .collect();
     writeln!(out, "dtypes:       {}", dtypes.join(", "))?;
     if let Some(labels) = &info.labels {
         writeln!(out, "labels:       {}", labels.join(", "))?;
@@ -156,7 +169,8 @@ fn activations(
         bail!("--batch-size must be at least 1");
     }
     let model = load(path, device, precision)?;
-    let file = std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
     let texts: Vec<String> = std::io::BufReader::new(file)
         .lines()
         .collect::<std::io::Result<_>>()
@@ -168,9 +182,13 @@ fn activations(
     let mut per_layer: Vec<Vec<candle_core::Tensor>> = vec![Vec::new(); layers];
     let mut logits = Vec::new();
     for (c, chunk) in texts.chunks(batch_size).enumerate() {
-        let batch = model
-            .encode(chunk)
-            .with_context(|| format!("lines {}..={}", c * batch_size + 1, c * batch_size + chunk.len()))?;
+        let batch = model.encode(chunk).with_context(|| {
+            format!(
+                "lines {}..={}",
+                c * batch_size + 1,
+                c * batch_size + chunk.len()
+            )
+        })?;
         let fwd = model.forward_with_states(&batch)?;
         for (l, t) in fwd.pooled_states(&batch, pooling)?.into_iter().enumerate() {
             per_layer[l].push(t);
@@ -181,12 +199,19 @@ fn activations(
     }
     let mut tensors = HashMap::new();
     for (l, parts) in per_layer.iter().enumerate() {
-        tensors.insert(format!("hidden.{l}"), candle_core::Tensor::cat(parts, 0)?.to_dtype(candle_core::DType::F32)?);
+        tensors.insert(
+            format!("hidden.{l}"),
+            candle_core::Tensor::cat(parts, 0)?.to_dtype(candle_core::DType::F32)?,
+        );
     }
     if !logits.is_empty() {
-        tensors.insert("logits".to_string(), candle_core::Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?);
+        tensors.insert(
+            "logits".to_string(),
+            candle_core::Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?,
+        );
     }
-    candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {}", out.display()))?;
+    candle_core::safetensors::save(&tensors, out)
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "wrote {}: {} texts, hidden.0..hidden.{}{}",
         out.display(),
