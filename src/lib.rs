@@ -5,6 +5,7 @@ pub mod device;
 pub mod error;
 pub mod forensics;
 pub mod model;
+pub mod plant;
 pub mod provenance;
 
 pub use device::DeviceChoice;

