@@ -55,9 +55,10 @@ pub const NOTABLE_DRIFT: f64 = 10.0;
 /// The token-drift signal starts when the top token's row moved more than this many times
 /// the model's overall relative change ...
 pub const TOKEN_DRIFT_ONSET: f64 = 2.0;
-/// ... and reaches 1 - 1/e this much further. On the zoo, clean fine-tunes' top drift is
-/// 4.6 to 10, the trigger of a working BadNets or combination trojan 11 to 19, a poisoned
-/// embedding row 120 to 150.
+/// ... and reaches 1 - 1/e this much further. On zoo seeds 0-9, clean fine-tunes' top
+/// drift is 6 to 18, a BadNets trigger's 10 to 22 (when it is the top token), a poisoned
+/// embedding row's well above 100: the ranges overlap, so this signal alone separates
+/// nothing and the others have to add to it.
 pub const TOKEN_DRIFT_SCALE: f64 = 15.0;
 /// The token-outlier signal reaches 1 - 1/e when the top token drifts
 /// `TOKEN_OUTLIER_ONSET + TOKEN_OUTLIER_SCALE` times the mean of the next ten.
