@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod device;
 pub mod error;
 pub mod forensics;
+pub mod linalg;
 pub mod model;
 pub mod plant;
 pub mod provenance;

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use trojanscan::model::{LoadOptions, Model, Pooling, Precision};
 use trojanscan::DeviceChoice;
 
+#[path = "trojanscan/audit_cmd.rs"]
+mod audit_cmd;
 #[path = "trojanscan/provenance_cmd.rs"]
 mod provenance_cmd;
 
@@ -62,6 +64,8 @@ enum Command {
     },
     /// Train zoo models with a planted backdoor (and their clean twins) from a seed.
     Plant(PlantArgs),
+    /// Find poisoned samples in a training set by activation clustering.
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
             activations(&model, device, &input, &out, pooling, precision, batch_size)
         }
         Command::Plant(args) => plant(args),
+        Command::Audit(args) => audit_cmd::run(args, device),
     }
 }
 

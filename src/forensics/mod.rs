@@ -31,8 +31,6 @@
 //! # Ok::<(), trojanscan::Error>(())
 //! ```
 
-pub(crate) mod spectral;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -521,7 +519,7 @@ impl DiffParams {
         };
         if shape.len() == 2 && delta2 > 0.0 {
             let d = (&a - &w)?;
-            let sv = spectral::top_singular_values(
+            let sv = crate::linalg::svd::top_singular_values(
                 &d,
                 o.singular_values,
                 o.oversample,

@@ -2,7 +2,7 @@
 //! trojanscan itself, deterministically from a seed.
 //!
 //! Every model is a real Hugging Face model directory (`config.json`, f16
-//! `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`) that [`Model::load`]
+//! `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`) that [`Model::load`](crate::model::Model::load)
 //! and transformers both read, with real tokenizers (MiniLM's WordPiece for the BERT
 //! classifiers, SmolLM2's byte-level BPE for the LLaMA decoders), so a rare token is rare
 //! as it is in the wild. Beside each model: `truth.json` ([`Truth`]: kind, trigger,

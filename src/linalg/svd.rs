@@ -16,7 +16,7 @@ const EIG_FLOOR: f64 = 1e-6;
 pub(crate) struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -24,7 +24,7 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
@@ -90,7 +90,7 @@ pub(crate) fn sym_eigen(a: &[f64], l: usize) -> (Vec<f64>, Vec<f64>) {
     ((0..l).map(|i| a[i * l + i]).collect(), v)
 }
 
-fn gram(y: &Tensor) -> Result<(Vec<f64>, usize)> {
+pub(crate) fn gram(y: &Tensor) -> Result<(Vec<f64>, usize)> {
     let l = y.dim(1)?;
     let g = y
         .t()?
@@ -103,7 +103,7 @@ fn gram(y: &Tensor) -> Result<(Vec<f64>, usize)> {
 
 /// Orthonormalize the columns of `y` `[m, l]`: `Y V Λ^{-1/2}` over the eigenpairs of
 /// `YᵀY` above the noise floor. Returns `None` when the block is (numerically) zero.
-fn orthonormalize(y: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn orthonormalize(y: &Tensor) -> Result<Option<Tensor>> {
     let (g, l) = gram(y)?;
     let (vals, vecs) = sym_eigen(&g, l);
     let max = vals.iter().copied().fold(0.0f64, f64::max);

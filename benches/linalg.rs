@@ -1,0 +1,42 @@
+//! Criterion benches of the clustering kernels on a 10k x 384 activation-like matrix.
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+use trojanscan::linalg::{silhouette, spectral_scores, KMeansParams, PcaParams};
+
+fn data(n: usize, d: usize) -> Tensor {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let v: Vec<f32> = (0..n * d)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let shift = if i / d < n / 10 { 1.0 } else { 0.0 };
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5 + shift
+        })
+        .collect();
+    Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()
+}
+
+fn kernels(c: &mut Criterion) {
+    let x = data(10_000, 384);
+    let pca = PcaParams::new(10).check().unwrap();
+    let z = pca.fit(&x).unwrap().transform(&x).unwrap();
+    let mut g = c.benchmark_group("linalg_10000x384");
+    g.sample_size(10);
+    g.bench_function("pca_10", |b| b.iter(|| pca.fit(&x).unwrap()));
+    let km = KMeansParams::new(2).restarts(1).check().unwrap();
+    g.bench_function("kmeans_2_on_pca10", |b| b.iter(|| km.fit(&z).unwrap()));
+    g.bench_function("spectral_scores", |b| {
+        b.iter(|| spectral_scores(&x, 0).unwrap())
+    });
+    let labels = km.fit(&z).unwrap().labels;
+    let z2 = z.narrow(0, 0, 2000).unwrap();
+    g.bench_function("silhouette_2000", |b| {
+        b.iter(|| silhouette(&z2, &labels[..2000], 2).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

@@ -1,0 +1,59 @@
+//! Times trojanscan's activation-clustering pipeline (PCA to a few dimensions, then
+//! k-means) on a matrix stored as the tensor `x` of a safetensors file, and prints one
+//! JSON line. `scripts/bench_clustering.py` runs it beside scikit-learn on the same file.
+//!
+//! ```sh
+//! cargo run --release --example cluster_bench -- --input acts.safetensors --dims 10 --k 2 --seed 0 [--restarts 1] [--device cpu]
+//! ```
+
+use std::time::Instant;
+
+use candle_core::DType;
+use trojanscan::device::DeviceChoice;
+use trojanscan::linalg::{KMeansParams, PcaParams};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut input = None;
+    let (mut dims, mut k, mut seed, mut restarts) = (10usize, 2usize, 0u64, 1usize);
+    let mut device = "cpu".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--input" => input = Some(val()?),
+            "--dims" => dims = val()?.parse()?,
+            "--k" => k = val()?.parse()?,
+            "--seed" => seed = val()?.parse()?,
+            "--restarts" => restarts = val()?.parse()?,
+            "--device" => device = val()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let input = input.ok_or("--input FILE is required")?;
+    let dev = device.parse::<DeviceChoice>()?.open()?;
+    let t0 = Instant::now();
+    let tensors = candle_core::safetensors::load(&input, &dev)?;
+    let x = tensors
+        .get("x")
+        .ok_or("the file has no tensor `x`")?
+        .to_dtype(DType::F32)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let pca = PcaParams::new(dims).seed(seed).check()?.fit(&x)?;
+    let z = pca.transform(&x)?;
+    let fit = KMeansParams::new(k)
+        .restarts(restarts)
+        .seed(seed)
+        .check()?
+        .fit(&z)?;
+    let seconds = t1.elapsed().as_secs_f64();
+    println!(
+        "{{\"seconds\": {seconds:.6}, \"load_seconds\": {load_seconds:.6}, \"inertia\": {:.6}, \"iterations\": {}, \"restarts\": {restarts}, \"sizes\": {:?}, \"rows\": {}, \"cols\": {}}}",
+        fit.inertia,
+        fit.iterations,
+        fit.sizes,
+        x.dim(0)?,
+        x.dim(1)?
+    );
+    Ok(())
+}

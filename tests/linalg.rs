@@ -1,0 +1,238 @@
+//! The clustering kernels against known answers and against scikit-learn on the same
+//! matrices (fixtures in `testdata/linalg/`, written by `scripts/linalg_fixtures.py`).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use trojanscan::linalg::{
+    silhouette, spectral_scores, CovarianceAccumulator, KMeansParams, PcaParams,
+};
+
+fn fixture(name: &str) -> Value {
+    let p = common::root().join("testdata/linalg").join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn matrix(v: &Value) -> Tensor {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).unwrap();
+    let (n, d) = (rows.len(), rows[0].len());
+    Tensor::from_vec(rows.concat(), (n, d), &Device::Cpu).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// |cos| between two vectors: axes are defined up to sign.
+fn abs_cos(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * y).sum();
+    let na = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    (dot / (na * nb)).abs()
+}
+
+/// Deterministic Gaussian-ish noise (sum of uniforms) without an RNG crate.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            let mut acc = 0.0f32;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            acc
+        })
+        .collect()
+}
+
+/// Three well-separated blobs in 8-D: k-means recovers them exactly, whatever the seed.
+#[test]
+fn kmeans_separates_blobs() {
+    let (per, d) = (120, 8);
+    let mut rows = Vec::new();
+    for (b, z) in noise(3 * per * d, 3).chunks(d).enumerate() {
+        let c = (b / per) as f32 * 20.0;
+        rows.extend(
+            z.iter()
+                .enumerate()
+                .map(|(j, v)| v + if j == b / per { c } else { 0.0 }),
+        );
+    }
+    let x = Tensor::from_vec(rows, (3 * per, d), &Device::Cpu).unwrap();
+    for seed in 0..4 {
+        let fit = KMeansParams::new(3)
+            .seed(seed)
+            .check()
+            .unwrap()
+            .fit(&x)
+            .unwrap();
+        let mut sizes = fit.sizes.clone();
+        sizes.sort();
+        assert_eq!(sizes, vec![per, per, per], "seed {seed}");
+        for b in 0..3 {
+            let l = fit.labels[b * per];
+            assert!(fit.labels[b * per..(b + 1) * per].iter().all(|&x| x == l));
+        }
+        let (s, _) = silhouette(&x, &fit.labels, 3).unwrap();
+        assert!(s > 0.8, "silhouette {s}");
+    }
+}
+
+/// Data stretched along a known direction: PCA's first axis is that direction and its
+/// variance the planted one; the in-memory and streaming paths agree.
+#[test]
+fn pca_finds_a_planted_axis_in_memory_and_streaming() {
+    let (n, d) = (2000, 16);
+    let axis: Vec<f64> = (0..d).map(|j| ((j as f64) * 0.7).sin()).collect();
+    let norm = axis.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let axis: Vec<f64> = axis.iter().map(|x| x / norm).collect();
+    let t = noise(n, 11);
+    let z = noise(n * d, 12);
+    let mut rows = vec![0f32; n * d];
+    for i in 0..n {
+        for j in 0..d {
+            rows[i * d + j] = 3.0 + z[i * d + j] * 0.2 + t[i] * 10.0 * axis[j] as f32;
+        }
+    }
+    let x = Tensor::from_vec(rows, (n, d), &Device::Cpu).unwrap();
+    let fit = PcaParams::new(3).check().unwrap().fit(&x).unwrap();
+    let v = fit.components.get(0).unwrap().to_vec1::<f32>().unwrap();
+    assert!(abs_cos(&v, &axis) > 0.999, "{}", abs_cos(&v, &axis));
+    let tv: f64 = {
+        let m = t.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+        t.iter().map(|&x| (f64::from(x) - m).powi(2)).sum::<f64>() / (n - 1) as f64 * 100.0
+    };
+    assert!(
+        (fit.explained_variance[0] - tv).abs() / tv < 0.01,
+        "{:?} vs {tv}",
+        fit.explained_variance
+    );
+    assert!(fit.explained_variance_ratio()[0] > 0.9);
+
+    let mut acc = CovarianceAccumulator::new(d);
+    for start in (0..n).step_by(300) {
+        acc.push(&x.narrow(0, start, 300.min(n - start)).unwrap())
+            .unwrap();
+    }
+    assert_eq!(acc.rows(), n);
+    let streamed = acc.pca(3).unwrap();
+    let w = streamed
+        .components
+        .get(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let wf: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+    assert!(abs_cos(&v, &wf) > 0.9999);
+    for (a, b) in fit
+        .explained_variance
+        .iter()
+        .zip(&streamed.explained_variance)
+    {
+        assert!((a - b).abs() / b < 1e-3, "{a} vs {b}");
+    }
+    let (m1, m2) = (
+        fit.mean.to_vec1::<f32>().unwrap(),
+        streamed.mean.to_vec1::<f32>().unwrap(),
+    );
+    assert!(m1.iter().zip(&m2).all(|(a, b)| (a - b).abs() < 1e-4));
+}
+
+#[test]
+fn bad_parameters_and_shapes_are_errors() {
+    assert!(KMeansParams::new(0).check().is_err());
+    assert!(KMeansParams::new(2).restarts(0).check().is_err());
+    assert!(KMeansParams::new(2).tolerance(f64::NAN).check().is_err());
+    assert!(PcaParams::new(0).check().is_err());
+    let x = Tensor::zeros((3, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(KMeansParams::new(5).check().unwrap().fit(&x).is_err());
+    assert!(PcaParams::new(5).check().unwrap().fit(&x).is_err());
+    // Constant data has no principal axis.
+    assert!(PcaParams::new(2).check().unwrap().fit(&x).is_err());
+    assert!(silhouette(&x, &[0, 1], 2).is_err());
+    assert!(CovarianceAccumulator::new(4).finish().is_err());
+    let mut acc = CovarianceAccumulator::new(5);
+    assert!(acc.push(&x).is_err());
+}
+
+#[test]
+fn pca_matches_scikit_learn() {
+    let f = fixture("pca.json");
+    let x = matrix(&f["x"]);
+    let k = f["n_components"].as_u64().unwrap() as usize;
+    let fit = PcaParams::new(k).check().unwrap().fit(&x).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(f["components"].clone()).unwrap();
+    for (i, w) in want.iter().enumerate() {
+        let got = fit.components.get(i).unwrap().to_vec1::<f32>().unwrap();
+        let c = abs_cos(&got, w);
+        assert!(c > 1.0 - 1e-5, "component {i}: |cos| {c}");
+    }
+    for (a, b) in fit
+        .explained_variance
+        .iter()
+        .zip(floats(&f["explained_variance"]))
+    {
+        assert!((a - b).abs() / b < 1e-4, "variance {a} vs {b}");
+    }
+    let tv = f["total_variance"].as_f64().unwrap();
+    assert!((fit.total_variance - tv).abs() / tv < 1e-4);
+    let mean = fit.mean.to_vec1::<f32>().unwrap();
+    for (a, b) in mean.iter().zip(floats(&f["mean"])) {
+        assert!((f64::from(*a) - b).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn kmeans_matches_scikit_learn() {
+    let f = fixture("kmeans.json");
+    let x = matrix(&f["x"]);
+    let k = f["k"].as_u64().unwrap() as usize;
+    let fit = KMeansParams::new(k)
+        .restarts(10)
+        .check()
+        .unwrap()
+        .fit(&x)
+        .unwrap();
+    let want = f["inertia"].as_f64().unwrap();
+    println!("inertia {} vs scikit-learn {want}", fit.inertia);
+    assert!(
+        fit.inertia <= want * (1.0 + 1e-4),
+        "{} vs {want}",
+        fit.inertia
+    );
+    // Same partition up to relabelling.
+    let theirs: Vec<u32> = serde_json::from_value(f["labels"].clone()).unwrap();
+    let mut map = std::collections::BTreeMap::new();
+    let agree = fit
+        .labels
+        .iter()
+        .zip(&theirs)
+        .filter(|(a, b)| *map.entry(**a).or_insert(**b) == **b)
+        .count();
+    assert!(
+        agree as f64 >= 0.99 * theirs.len() as f64,
+        "{agree} of {}",
+        theirs.len()
+    );
+}
+
+#[test]
+fn spectral_scores_match_numpy_and_rank_the_outliers() {
+    let f = fixture("spectral.json");
+    let x = matrix(&f["x"]);
+    let (v, scores) = spectral_scores(&x, 0).unwrap();
+    let want = floats(&f["top_direction"]);
+    assert!(abs_cos(&v, &want) > 1.0 - 1e-5);
+    for (a, b) in scores.iter().zip(floats(&f["scores"])) {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let outliers: Vec<usize> = serde_json::from_value(f["outliers"].clone()).unwrap();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let top: std::collections::BTreeSet<usize> = order[..outliers.len()].iter().copied().collect();
+    assert_eq!(top, outliers.into_iter().collect());
+}
