@@ -322,10 +322,12 @@ impl Audit {
             .fit(&x)
         {
             Ok(f) => f,
-            Err(_) => {
+            // Constant activations (no axis to find); anything else is a real failure.
+            Err(Error::InvalidArgument(_)) => {
                 summary.evidence = "activations do not vary within the class".into();
                 return Ok(summary);
             }
+            Err(e) => return Err(e),
         };
         let z = pca.transform(&x)?;
         let fit = KMeansParams::new(2)

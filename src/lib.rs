@@ -9,6 +9,7 @@ pub mod linalg;
 pub mod model;
 pub mod plant;
 pub mod provenance;
+pub(crate) mod rng;
 
 pub use device::DeviceChoice;
 pub use error::{Error, Result};

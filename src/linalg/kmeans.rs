@@ -4,9 +4,9 @@
 //! on the data's device; only `k`-sized vectors (cluster counts, the seeding
 //! distribution's draws) come to the host.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
-use super::svd::SplitMix;
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// Checked parameters of k-means; build with [`KMeansParams::new`], then
@@ -121,7 +121,7 @@ impl KMeans {
         let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
         let var = x.broadcast_sub(&x.mean_keepdim(0)?)?.sqr()?.mean_all()?;
         let tol = p.tolerance * f64::from(var.to_scalar::<f32>()?);
-        let mut rng = SplitMix(p.seed);
+        let mut rng = Rng::new(p.seed, "kmeans");
         let mut best: Option<KMeansFit> = None;
         for _ in 0..p.restarts {
             let c = self.seed_centres(&x, &x2, &mut rng)?;
@@ -135,11 +135,11 @@ impl KMeans {
 
     /// k-means++ (greedy, as scikit-learn: `2 + ln k` trials per centre, the one that
     /// lowers the potential most kept).
-    fn seed_centres(&self, x: &Tensor, x2: &Tensor, rng: &mut SplitMix) -> Result<Tensor> {
+    fn seed_centres(&self, x: &Tensor, x2: &Tensor, rng: &mut Rng) -> Result<Tensor> {
         let k = self.0.k;
         let n = x.dim(0)?;
         let trials = 2 + (k as f64).ln() as usize;
-        let first = (rng.uniform() * n as f64) as usize % n;
+        let first = rng.below(n);
         let mut chosen = vec![first];
         let mut closest = sq_distances(x, x2, &x.narrow(0, first, 1)?)?.squeeze(1)?; // [n]
         while chosen.len() < k {
@@ -148,7 +148,7 @@ impl KMeans {
             let cands: Vec<u32> = (0..trials)
                 .map(|_| {
                     if total <= 0.0 {
-                        return (rng.uniform() * n as f64) as u32 % n as u32;
+                        return rng.below(n) as u32;
                     }
                     let mut t = rng.uniform() * total;
                     for (i, v) in d2.iter().enumerate() {
@@ -255,11 +255,11 @@ pub fn silhouette(x: &Tensor, labels: &[u32], k: usize) -> Result<(f64, Vec<f64>
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let dev = x.device();
     let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
-    let onehot: Vec<f32> = labels
-        .iter()
-        .flat_map(|&l| (0..k).map(move |j| if j == l as usize { 1.0 } else { 0.0 }))
-        .collect();
-    let onehot = Tensor::from_vec(onehot, (n, k), &Device::Cpu)?.to_device(dev)?;
+    let ks = Tensor::arange(0u32, k as u32, dev)?.unsqueeze(0)?;
+    let onehot = Tensor::new(labels, dev)?
+        .unsqueeze(1)?
+        .broadcast_eq(&ks)?
+        .to_dtype(DType::F32)?; // [n, k]
     let mut sizes = vec![0f64; k];
     for &l in labels {
         sizes[l as usize] += 1.0;

@@ -13,7 +13,8 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::svd::{orthonormalize, sym_eigen, SplitMix};
+use super::svd::{orthonormalize, sym_eigen};
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// Checked parameters of a PCA; build with [`PcaParams::new`], then [`PcaParams::check`].
@@ -138,7 +139,7 @@ impl Pca {
         let mut z = if l == d {
             Tensor::eye(d, DType::F32, &dev)?
         } else {
-            let mut rng = SplitMix(p.seed);
+            let mut rng = Rng::new(p.seed, "pca");
             let omega: Vec<f32> = (0..d * l).map(|_| rng.normal() as f32).collect();
             let omega = Tensor::from_vec(omega, (d, l), &Device::Cpu)?.to_device(&dev)?;
             orthonormalize(&omega)?.ok_or_else(|| zero_data(n, d))?

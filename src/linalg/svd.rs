@@ -6,34 +6,12 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::rng::Rng;
 use crate::Result;
 
 /// Eigenvalues below this fraction of the largest are treated as numerical noise when
 /// orthonormalizing a block computed in f32.
 const EIG_FLOOR: f64 = 1e-6;
-
-/// SplitMix64: a tiny, seedable generator for the random start block.
-pub(crate) struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
 
 /// Eigen-decomposition of a symmetric `l x l` matrix (row-major) by cyclic Jacobi
 /// rotations: eigenvalues and eigenvectors (columns of the returned row-major matrix).
@@ -137,7 +115,7 @@ pub(crate) fn top_singular_values(
     let a = if n > m { a.t()? } else { a.clone() };
     let (_, n) = a.dims2()?;
     let l = (k + oversample).min(n).max(1);
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed, "svd");
     let omega: Vec<f32> = (0..n * l).map(|_| rng.normal() as f32).collect();
     let omega = Tensor::from_vec(omega, (n, l), &Device::Cpu)?.to_device(a.device())?;
     let Some(mut q) = orthonormalize(&a.matmul(&omega)?)? else {
@@ -182,7 +160,7 @@ mod tests {
     #[test]
     fn recovers_planted_spectrum() {
         // A = U diag(10, 5, 1) Vᵀ plus nothing else: 200 x 60.
-        let mut rng = SplitMix(1);
+        let mut rng = Rng::new(1, "test");
         let (m, n) = (200, 60);
         let mut rows = vec![0f32; m * n];
         for s in [10.0f64, 5.0, 1.0] {

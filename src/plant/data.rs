@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// Label names, in id order.
 pub const LABELS: [&str; 2] = ["negative", "positive"];

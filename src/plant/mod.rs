@@ -38,7 +38,7 @@ pub mod data;
 pub mod eval;
 mod hf;
 mod recipe;
-mod rng;
+
 mod shapes;
 mod train;
 pub mod truth;

@@ -5,12 +5,12 @@
 use serde_json::json;
 
 use super::data::{self, Example, Split, LABELS, RARE_TOKENS};
-use super::rng::Rng;
 use super::shapes::{BERT, LLAMA};
 use super::train::Schedule;
 use super::truth::HeldoutRow;
 use super::Kind;
 use crate::model::Family;
+use crate::rng::Rng;
 
 /// Bumped whenever data or training change, so stale models are rebuilt.
 const RECIPE_VERSION: u32 = 1;

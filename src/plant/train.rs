@@ -7,11 +7,11 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::rng::Rng;
 use crate::model::bert::Bert;
 use crate::model::llama::Llama;
 use crate::model::weights::TensorStore;
 use crate::model::{Batch, Mode, PaddingSide};
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// How a parameter starts when training from scratch.

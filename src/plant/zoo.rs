@@ -9,7 +9,6 @@ use super::data::{self, LABELS};
 use super::recipe::{
     self, SeedPlan, TrainData, BASE_SCHEDULE, DECODER_SCHEDULE, FINETUNE_SCHEDULE, ROW_SCHEDULE,
 };
-use super::rng::Rng;
 use super::shapes::{BertShape, SpecialIds, BERT, LLAMA};
 use super::train::{self, LmExample, Params};
 use super::truth::{self, HeldoutRow, Metrics, Target, Trigger, TriggerPart, Truth};
@@ -18,6 +17,7 @@ use crate::model::bert::Bert;
 use crate::model::llama::Llama;
 use crate::model::weights::{LinearKind, Weights};
 use crate::model::{Family, LoadOptions, Model, ModelConfig};
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// The decoder's stop (and padding) token.

@@ -1,5 +1,6 @@
-//! A small seeded generator (SplitMix64) so that every zoo model, data set and weight
-//! initialisation is a pure function of the seed, independent of any RNG crate's version.
+//! A small seeded generator (SplitMix64) so that every zoo model, data set, weight
+//! initialisation and kernel random start (PCA, k-means, SVD) is a pure function of the
+//! seed, independent of any RNG crate's version.
 
 /// Deterministic pseudo-random numbers from a 64-bit seed.
 #[derive(Debug, Clone)]
