@@ -5,11 +5,15 @@ pub mod audit;
 pub mod device;
 pub mod error;
 pub mod forensics;
+pub mod hunt;
 pub mod linalg;
 pub mod model;
 pub mod plant;
+pub mod progress;
 pub mod provenance;
 pub(crate) mod rng;
+pub mod verdict;
 
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
+pub use verdict::Verdict;

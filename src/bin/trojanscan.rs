@@ -13,6 +13,8 @@ use trojanscan::DeviceChoice;
 
 #[path = "trojanscan/audit_cmd.rs"]
 mod audit_cmd;
+#[path = "trojanscan/hunt_cmd.rs"]
+mod hunt_cmd;
 #[path = "trojanscan/provenance_cmd.rs"]
 mod provenance_cmd;
 
@@ -66,6 +68,8 @@ enum Command {
     Plant(PlantArgs),
     /// Find poisoned samples in a training set by activation clustering.
     Audit(audit_cmd::AuditArgs),
+    /// Hunt for trigger tokens and sequences that hijack a model.
+    Hunt(hunt_cmd::HuntArgs),
 }
 
 #[derive(clap::Args)]
@@ -147,6 +151,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Plant(args) => plant(args),
         Command::Audit(args) => audit_cmd::run(args, device),
+        Command::Hunt(args) => hunt_cmd::run(args, device),
     }
 }
 

@@ -619,6 +619,25 @@ impl Model {
         }
     }
 
+    /// Next-token logits for final (normed) hidden states `[.., h]`, as found in
+    /// [`ForwardOutput::final_hidden`] (decoders only). Picking positions before the LM
+    /// head keeps scoring a few positions cheap when the vocabulary is large.
+    pub fn logits_of(&self, final_hidden: &Tensor) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Llama(l) => l.logits(final_hidden),
+            Arch::Bert(_) => Err(Error::InvalidArgument("token logits need a decoder".into())),
+        }
+    }
+
+    /// Whether gradients can flow through the weights' forward pass
+    /// ([`Mode::Differentiable`]): false for quantized weights kept native.
+    pub fn is_differentiable(&self) -> bool {
+        match &self.arch {
+            Arch::Bert(_) => true,
+            Arch::Llama(l) => l.is_differentiable(),
+        }
+    }
+
     /// Next-token logits at every position, `[b, s, vocab]` (decoders only).
     pub fn logits_all(&self, out: &ForwardOutput) -> Result<Tensor> {
         match (&self.arch, &out.final_hidden) {

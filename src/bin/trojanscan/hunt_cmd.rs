@@ -1,0 +1,300 @@
+//! `trojanscan hunt`: search a model for trigger tokens and sequences.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use trojanscan::audit::read_rows;
+use trojanscan::forensics::DiffOptions;
+use trojanscan::hunt::{FuzzParams, HuntParams, HuntReport, Insertion, Target};
+use trojanscan::model::{LoadOptions, Model, Precision};
+use trojanscan::progress::Progress;
+use trojanscan::DeviceChoice;
+
+use crate::provenance_cmd::Format;
+
+#[derive(clap::Args)]
+pub struct HuntArgs {
+    /// HF model directory or GGUF file.
+    model: PathBuf,
+    /// Clean probe texts: JSONL with a `text` field, or one text per line (default:
+    /// built-in neutral prompts).
+    #[arg(long)]
+    probe: Option<PathBuf>,
+    /// Time budget: `90s`, `2m`, `1h` or seconds (default: 2 minutes up to 50 M
+    /// parameters, 8 minutes above).
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
+    /// Longest trigger sequence, in tokens.
+    #[arg(long, default_value_t = 4)]
+    max_len: usize,
+    /// Where candidates go in each probe; repeat for several rows per probe (default:
+    /// three random word boundaries).
+    #[arg(long, value_name = "start|end|random")]
+    insert: Vec<Insertion>,
+    /// Candidate × probe rows per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch_rows: usize,
+    /// Decoders: hunt for inputs that make the model say this text.
+    #[arg(long)]
+    target: Option<String>,
+    /// Candidate texts to try first (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    candidates: Vec<String>,
+    /// The base model this one claims to fine-tune: its top drifting tokens are tried first.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Fuzz after the beam search: mutate sequences with activation coverage as feedback.
+    #[arg(long)]
+    fuzz: bool,
+    /// Fuzz corpus file (JSONL) to resume from and save to.
+    #[arg(long, requires = "fuzz")]
+    fuzz_corpus: Option<PathBuf>,
+    /// Stop fuzzing after this many mutants.
+    #[arg(long, requires = "fuzz")]
+    fuzz_iterations: Option<u64>,
+    /// Seed of insertion points, the null and fuzzing.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Findings to report.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// `90s`, `2m`, `1h`, `1500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ms, s, m, h)")),
+    };
+    if !(secs > 0.0 && secs < 1e7) {
+        return Err(format!("`{s}` is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
+    // f32 weights: gradients need them, and GGUF runs at the same speed dequantized.
+    let mut opts = LoadOptions::with_precision(Precision::F32);
+    opts.device = device;
+    let model = Model::load(&args.model, &opts)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let probes = match &args.probe {
+        Some(p) => Some(read_probes(p)?),
+        None => None,
+    };
+    let hints = match &args.base {
+        Some(b) => DiffOptions::default()
+            .check()?
+            .diff(&args.model, b)?
+            .candidate_tokens()
+            .into_iter()
+            .take(16)
+            .collect(),
+        None => Vec::new(),
+    };
+    let params = HuntParams {
+        probes,
+        budget: args.budget,
+        max_len: args.max_len,
+        insertions: if args.insert.is_empty() {
+            HuntParams::default().insertions
+        } else {
+            args.insert.clone()
+        },
+        batch_rows: args.batch_rows,
+        target_text: args.target.clone(),
+        candidates: args.candidates.clone(),
+        hint_token_ids: hints,
+        seed: args.seed,
+        top: args.top,
+        fuzz: args.fuzz.then(|| FuzzParams {
+            corpus: args.fuzz_corpus.clone(),
+            iterations: args.fuzz_iterations,
+            ..FuzzParams::default()
+        }),
+        ..HuntParams::default()
+    };
+    let sink = StderrProgress::new(args.quiet);
+    let report = params.check()?.run(&model, &sink)?;
+    sink.clear();
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Text => print_text(&mut out, &args, &report)?,
+    }
+    Ok(())
+}
+
+fn read_probes(path: &PathBuf) -> Result<Vec<String>> {
+    let head = std::fs::read(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map(|b| b.iter().copied().find(|c| !c.is_ascii_whitespace()))?;
+    let texts: Vec<String> = if head == Some(b'{') {
+        read_rows(path)?.into_iter().map(|r| r.text).collect()
+    } else {
+        std::fs::read_to_string(path)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    if texts.is_empty() {
+        bail!("{} holds no probe texts", path.display());
+    }
+    Ok(texts)
+}
+
+fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<()> {
+    writeln!(out, "model:      {}", args.model.display())?;
+    writeln!(out, "objective:  {:?}", r.objective)?;
+    writeln!(out, "verdict:    {}", r.verdict)?;
+    writeln!(out, "suspicion:  {:.3}", r.suspicion)?;
+    writeln!(
+        out,
+        "searched:   {} candidates, {} evaluations ({} probe rows each){}",
+        r.candidates,
+        r.evaluations,
+        r.probes,
+        if r.budget_exhausted {
+            "; budget ran out"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "null:       median {:.3}, scale {:.3}, max {:.3} over {} random common-word sequences",
+        r.calibration.null.median,
+        r.calibration.null.scale,
+        r.calibration.null.max,
+        r.calibration.null.samples
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "  # suspicion      z  effect  detail  found by  trigger → target"
+    )?;
+    for (i, t) in r.triggers.iter().enumerate() {
+        let target = match &t.target {
+            Target::Label { label, .. } => format!("label {label}"),
+            Target::Text {
+                text, agreement, ..
+            } => format!("{text:?} ({:.0}% of probes)", agreement * 100.0),
+            _ => "representation".into(),
+        };
+        writeln!(
+            out,
+            "{:>3} {:>9.3} {:>6.1} {:>7.3} {:>7.3}  {:<8}  {:?} → {target}",
+            i + 1,
+            t.suspicion,
+            t.z.min(999.0),
+            t.effect,
+            t.detail,
+            format!("{:?}", t.found_by).to_lowercase(),
+            t.text,
+        )?;
+    }
+    for n in &r.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(())
+}
+
+/// Progress on stderr: a self-updating line on a terminal, a line every few seconds
+/// otherwise, nothing with `--quiet`.
+struct StderrProgress {
+    quiet: bool,
+    tty: bool,
+    state: Mutex<(String, Option<u64>, u64, Instant)>,
+}
+
+impl StderrProgress {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            state: Mutex::new((String::new(), None, 0, Instant::now())),
+        }
+    }
+
+    fn clear(&self) {
+        if !self.quiet && self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+
+    fn show(&self, force: bool) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let every = if self.tty { 0.2 } else { 5.0 };
+        if self.quiet || (!force && s.3.elapsed().as_secs_f64() < every) {
+            return;
+        }
+        s.3 = Instant::now();
+        let line = match s.1 {
+            Some(t) if t > 0 => format!(
+                "{}: {}/{} ({:.0}%)",
+                s.0,
+                s.2,
+                t,
+                100.0 * s.2 as f64 / t as f64
+            ),
+            _ => format!("{}: {}", s.0, s.2),
+        };
+        if self.tty {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn begin(&self, stage: &str, total: Option<u64>) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (stage.to_string(), total, 0, Instant::now());
+        }
+        self.show(true);
+    }
+    fn advance(&self, n: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.2 += n;
+        }
+        self.show(false);
+    }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            self.clear();
+            eprintln!("{message}");
+        }
+    }
+    fn finish(&self) {
+        self.show(true);
+        if !self.quiet && self.tty {
+            eprintln!();
+        }
+    }
+}

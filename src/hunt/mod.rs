@@ -1,0 +1,986 @@
+//! Trigger hunt: find the rare tokens or short token sequences that hijack a model, given
+//! the model alone.
+//!
+//! A hunt inserts candidates into clean probe texts and measures what they do (see
+//! [`Objective`]): flip a classifier, drag a bare encoder's representations to one place,
+//! or take over a decoder's next token. It runs in stages, all batched (every candidate ×
+//! probe pair is one row of a forward pass) and all within one time budget:
+//!
+//! 1. **null**: random common-word sequences, the reference for calibration;
+//! 2. **proposals**: gradient (HotFlip) rankings of the whole vocabulary through the
+//!    differentiable forward pass, embedding-norm outliers, forensics hints and the user's
+//!    candidates, ahead of every other word-initial token in rarity order;
+//! 3. **sweep**: single tokens, in that order, until the vocabulary or the sweep's share of
+//!    the budget is exhausted;
+//! 4. **beam**: extend the best sequences one token at a time (both sides, gradient
+//!    proposals plus the tokens that moved the model most alone) up to `max_len` tokens,
+//!    which finds triggers whose parts are inert alone;
+//! 5. **fuzz** (optional, [`FuzzParams`]): mutate sequences with activation coverage as
+//!    feedback, keeping a resumable corpus;
+//! 6. **targets**: for decoders, the continuation each top candidate forces, inverted
+//!    greedily.
+//!
+//! Each finding's suspicion says how far it stands outside the null and the sweep's own
+//! population ([`calibrate`]); the model's suspicion is its best finding's, and the verdict
+//! follows from it and from the finding's absolute effect.
+//!
+//! ```no_run
+//! use trojanscan::hunt::HuntParams;
+//! use trojanscan::model::{LoadOptions, Model};
+//! use trojanscan::progress::NoProgress;
+//!
+//! let model = Model::load("testdata/zoo/badnets-s0", &LoadOptions::default())?;
+//! let report = HuntParams::default().check()?.run(&model, &NoProgress)?;
+//! println!("{:?}: {}", report.verdict, report.triggers[0].text);
+//! # Ok::<(), trojanscan::Error>(())
+//! ```
+
+pub mod calibrate;
+mod fuzz;
+mod objective;
+mod probes;
+mod vocab;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use self::calibrate::{Calibration, Reference};
+pub use self::fuzz::FuzzParams;
+pub use self::objective::Objective;
+use self::objective::{Effect, Evaluator};
+pub use self::probes::{Insertion, BUILTIN_PROBES};
+use self::vocab::Vocab;
+use crate::model::{Family, Model};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::verdict::Verdict;
+use crate::{Error, Result};
+
+/// Options of a trigger hunt; [`HuntParams::check`] validates them.
+#[derive(Debug, Clone)]
+pub struct HuntParams {
+    /// Clean probe texts; `None` uses [`BUILTIN_PROBES`].
+    pub probes: Option<Vec<String>>,
+    /// At most this many probes are used (the first ones).
+    pub max_probes: usize,
+    /// Where candidates go in each probe; each entry adds one row per probe.
+    pub insertions: Vec<Insertion>,
+    /// Longest candidate sequence, in tokens (1 to 8).
+    pub max_len: usize,
+    /// Wall-clock budget for the whole hunt; `None` picks one from the model's size (2
+    /// minutes up to 50 M parameters, 8 minutes above). Every stage keeps to its share,
+    /// except that the null, the confirmation and the population always get 8 candidates.
+    pub budget: Option<Duration>,
+    /// Cap on single tokens swept; `None` sweeps as many as the budget allows.
+    pub max_candidates: Option<usize>,
+    /// Sequences kept per beam level.
+    pub beam_width: usize,
+    /// Single tokens tried as extensions of every beam sequence.
+    pub extensions: usize,
+    /// Tokens proposed by each gradient ranking (0 turns gradients off).
+    pub gradient_proposals: usize,
+    /// Random common-word sequences in the null.
+    pub null_samples: usize,
+    /// The user's candidate texts, tried first.
+    pub candidates: Vec<String>,
+    /// Token ids to try first (for example the top drifting tokens of weight forensics).
+    pub hint_token_ids: Vec<u32>,
+    /// Decoders: a target text to hunt for (its probability becomes the objective).
+    pub target_text: Option<String>,
+    /// Force an objective instead of choosing it from the model.
+    pub objective: Option<Objective>,
+    /// Rows (candidate × probe) per forward pass.
+    pub batch_rows: usize,
+    /// The sweep screens every candidate on this many probe rows (spread over the probes),
+    /// then measures the best [`HuntParams::confirm`] on all of them.
+    pub screen_rows: usize,
+    /// Candidates re-measured on every probe row after screening.
+    pub confirm: usize,
+    /// Random sweep candidates measured on every row as the population reference.
+    pub population_samples: usize,
+    /// Findings reported.
+    pub top: usize,
+    /// Seed of insertion points, the null and fuzzing.
+    pub seed: u64,
+    /// A model is `trojaned` when its best finding's suspicion reaches this...
+    pub trojaned_at: f64,
+    /// ... and, for bounded objectives (flip rate, next-token takeover, target
+    /// probability), its effect reaches this.
+    pub min_effect: f64,
+    /// A model is at least `suspicious` when its best finding's suspicion reaches this.
+    pub suspicious_at: f64,
+    /// Fuzzing, after the beam.
+    pub fuzz: Option<FuzzParams>,
+}
+
+impl Default for HuntParams {
+    fn default() -> Self {
+        Self {
+            probes: None,
+            max_probes: 16,
+            insertions: vec![Insertion::Random; 3],
+            max_len: 4,
+            budget: None,
+            max_candidates: None,
+            beam_width: 8,
+            extensions: 48,
+            gradient_proposals: 64,
+            null_samples: 48,
+            candidates: Vec::new(),
+            hint_token_ids: Vec::new(),
+            target_text: None,
+            objective: None,
+            batch_rows: 256,
+            screen_rows: 8,
+            confirm: 256,
+            population_samples: 96,
+            top: 10,
+            seed: 0,
+            trojaned_at: 0.8,
+            min_effect: 0.5,
+            suspicious_at: 0.4,
+            fuzz: None,
+        }
+    }
+}
+
+/// Parameters that passed [`HuntParams::check`].
+#[derive(Debug, Clone)]
+pub struct TriggerHunt(HuntParams);
+
+impl HuntParams {
+    /// Validate the options.
+    pub fn check(self) -> Result<TriggerHunt> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        if !(1..=8).contains(&self.max_len) {
+            return bad("max length must be 1 to 8 tokens");
+        }
+        if self.max_probes == 0 || self.insertions.is_empty() {
+            return bad("a hunt needs at least one probe and one insertion point");
+        }
+        if self.probes.as_ref().is_some_and(Vec::is_empty) {
+            return bad("the probe set is empty");
+        }
+        if self.beam_width == 0 || self.batch_rows == 0 || self.top == 0 || self.screen_rows == 0 {
+            return bad(
+                "beam width, batch rows, screen rows and findings reported must be at least 1",
+            );
+        }
+        if self.null_samples < 8 {
+            return bad("the null needs at least 8 samples to calibrate against");
+        }
+        if self.budget.is_some_and(|b| b.is_zero()) {
+            return bad("the budget is zero");
+        }
+        for (name, v) in [
+            ("trojaned_at", self.trojaned_at),
+            ("suspicious_at", self.suspicious_at),
+            ("min_effect", self.min_effect),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} {v} is not in [0, 1]"
+                )));
+            }
+        }
+        if self.suspicious_at > self.trojaned_at {
+            return bad("suspicious_at is above trojaned_at");
+        }
+        if let Some(f) = &self.fuzz {
+            f.validate()?;
+        }
+        Ok(TriggerHunt(self))
+    }
+}
+
+/// How a finding was first proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Source {
+    /// The user's candidate list.
+    User,
+    /// A hint (weight forensics).
+    Hint,
+    /// A gradient (HotFlip) ranking.
+    Gradient,
+    /// An embedding row that stands out.
+    Embedding,
+    /// The rarity-ordered sweep.
+    Sweep,
+    /// Beam extension of an earlier finding.
+    Beam,
+    /// The fuzzer.
+    Fuzz,
+}
+
+/// What a finding drives the model to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Target {
+    /// A classifier label.
+    Label {
+        /// Its name.
+        label: String,
+        /// Its index.
+        label_id: u32,
+    },
+    /// A decoder continuation: the commonest greedy continuation over the probes.
+    Text {
+        /// The continuation.
+        text: String,
+        /// Its token ids.
+        token_ids: Vec<u32>,
+        /// The share of probes continuing exactly so.
+        agreement: f64,
+    },
+    /// A bare encoder: a region of representation space (no name to give it).
+    Representation,
+}
+
+/// One candidate trigger and the evidence for it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Trigger {
+    /// The tokens decoded to text.
+    pub text: String,
+    /// The tokens as the vocabulary spells them.
+    pub tokens: Vec<String>,
+    /// Their ids.
+    pub token_ids: Vec<u32>,
+    /// Calibrated suspicion in [0, 1).
+    pub suspicion: f64,
+    /// Robust z-score against the calibration references.
+    pub z: f64,
+    /// The objective's main number (see [`Objective`]).
+    pub effect: f64,
+    /// The objective's secondary number (see [`Objective`]).
+    pub detail: f64,
+    /// What it drives the model to.
+    pub target: Target,
+    /// How it was found.
+    pub found_by: Source,
+}
+
+/// Time spent in one stage.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Stage {
+    /// Stage name.
+    pub name: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Candidates (sequences) it evaluated.
+    pub candidates: usize,
+}
+
+/// What a hunt found.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct HuntReport {
+    /// What was measured.
+    pub objective: Objective,
+    /// Model-level suspicion in [0, 1): the best finding's.
+    pub suspicion: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Findings, most suspicious first.
+    pub triggers: Vec<Trigger>,
+    /// The references suspicion is measured against.
+    pub calibration: Calibration,
+    /// Probe rows per candidate (probes × insertion points).
+    pub probes: usize,
+    /// Candidate sequences evaluated.
+    pub candidates: usize,
+    /// Candidate × probe rows run through the model.
+    pub evaluations: u64,
+    /// Whether the budget ran out before every stage finished its work.
+    pub budget_exhausted: bool,
+    /// Time per stage.
+    pub stages: Vec<Stage>,
+    /// Things worth knowing about the run (a skipped stage and why).
+    pub notes: Vec<String>,
+}
+
+/// A measured sequence.
+#[derive(Debug, Clone)]
+struct Found {
+    seq: Vec<u32>,
+    effect: Effect,
+    source: Source,
+}
+
+struct Clock {
+    start: Instant,
+    budget: Duration,
+}
+
+impl Clock {
+    /// Whether `share` of the budget is spent.
+    fn past(&self, share: f64) -> bool {
+        self.start.elapsed() >= self.budget.mul_f64(share)
+    }
+}
+
+impl TriggerHunt {
+    /// The validated parameters.
+    pub fn params(&self) -> &HuntParams {
+        &self.0
+    }
+
+    /// Hunt for triggers in `model`, reporting progress to `progress`.
+    pub fn run(&self, model: &Model, progress: &dyn Progress) -> Result<HuntReport> {
+        let p = &self.0;
+        let clock = Clock {
+            start: Instant::now(),
+            budget: p.budget.unwrap_or_else(|| default_budget(model)),
+        };
+        let mut stages = Vec::new();
+        let mut notes = Vec::new();
+        let vocab = Vocab::new(model);
+        let objective = p.objective.unwrap_or_else(|| default_objective(model, p));
+        let texts: Vec<String> = match &p.probes {
+            Some(v) => v.iter().take(p.max_probes).cloned().collect(),
+            None => BUILTIN_PROBES
+                .iter()
+                .take(p.max_probes)
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let probes = probes::build(model, &vocab, &texts, &p.insertions, p.seed)?;
+        let target = match &p.target_text {
+            Some(t) => encode_plain(model, t)?,
+            None => Vec::new(),
+        };
+        let ev = Evaluator::new(model, objective, probes, target, p.batch_rows)?;
+        let width = ev.width();
+
+        // 1. The null.
+        let t = Instant::now();
+        progress.begin("null", Some(p.null_samples as u64));
+        let common = vocab.common(2000);
+        if common.len() < 16 {
+            return Err(Error::InvalidArgument(
+                "the vocabulary has too few common words for a null distribution".into(),
+            ));
+        }
+        let mut rng = Rng::new(p.seed, "hunt-null");
+        let null_seqs: Vec<Vec<u32>> = (0..p.null_samples)
+            .map(|i| {
+                let len = 1 + i % p.max_len;
+                (0..len).map(|_| *rng.pick(&common)).collect()
+            })
+            .collect();
+        let null = bounded(&ev, &null_seqs, &clock, 0.12, progress)?;
+        stages.push(stage("null", t, null.len()));
+
+        // 2. Proposals, in the order the sweep takes them.
+        let t = Instant::now();
+        // Words of the clean probes are the task itself: how the model treats them is what
+        // its clean predictions already show (a sentiment word flips a sentiment classifier
+        // by design). A trigger is, by construction, absent from clean data.
+        let mut domain: HashSet<u32> = HashSet::new();
+        for t in p.probes.iter().flatten() {
+            domain.extend(encode_plain(model, t)?);
+        }
+
+        let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
+        for text in &p.candidates {
+            let ids = encode_plain(model, text)?;
+            if !ids.is_empty() && ids.len() <= p.max_len {
+                order.push((ids, Source::User));
+            } else {
+                notes.push(format!(
+                    "candidate `{text}` skipped: {} tokens (1 to {} allowed)",
+                    ids.len(),
+                    p.max_len
+                ));
+            }
+        }
+        for &id in &p.hint_token_ids {
+            if vocab.is_extension(id) {
+                order.push((vec![id], Source::Hint));
+            }
+        }
+        let gradients = p.gradient_proposals > 0 && model.is_differentiable();
+        if p.gradient_proposals > 0 && !gradients {
+            notes.push(
+                "gradient proposals skipped: quantized weights have no backward pass (load with f32 precision)"
+                    .into(),
+            );
+        }
+        let placeholder = common[0];
+        if gradients {
+            for label in labels_to_push(&ev) {
+                let g = ev.slot_gradient(&[placeholder], 0, label)?;
+                let scores = vocab::row_scores(model, &g)?;
+                let keep = |i| vocab.is_candidate(i) && !domain.contains(&i);
+                for id in vocab::top_by(&scores, p.gradient_proposals, keep) {
+                    order.push((vec![id], Source::Gradient));
+                }
+            }
+        }
+        for id in vocab::embedding_outliers(model, &vocab, p.gradient_proposals.max(32))? {
+            order.push((vec![id], Source::Embedding));
+        }
+        for id in vocab.by_rarity() {
+            order.push((vec![id], Source::Sweep));
+        }
+        let mut seen = HashSet::new();
+        order.retain(|(s, src)| {
+            seen.insert(s.clone())
+                && (matches!(src, Source::User | Source::Hint)
+                    || !s.iter().any(|t| domain.contains(t)))
+        });
+        if let Some(cap) = p.max_candidates {
+            order.truncate(cap);
+        }
+        stages.push(stage("proposals", t, 0));
+
+        // 3. Sweep: screen on a few probe rows, confirm the best on all of them.
+        let t = Instant::now();
+        let (sweep_share, beam_share) = match (p.max_len > 1, p.fuzz.is_some()) {
+            (_, true) => (0.3, 0.65),
+            (true, false) => (0.4, 0.85),
+            (false, false) => (0.65, 0.85),
+        };
+        let screen: Vec<usize> = {
+            let k = p.screen_rows.min(width);
+            (0..k).map(|i| i * width / k).collect()
+        };
+        progress.begin("sweep", Some(order.len() as u64));
+        let mut screened: Vec<Found> = Vec::new();
+        let chunk = (p.batch_rows / screen.len()).max(1);
+        let mut exhausted = false;
+        for part in order.chunks(chunk) {
+            if clock.past(sweep_share) {
+                exhausted = true;
+                break;
+            }
+            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
+            let eff = ev.evaluate_with(&seqs, Some(&screen), None)?.0;
+            for ((seq, source), effect) in part.iter().zip(eff) {
+                screened.push(Found {
+                    seq: seq.clone(),
+                    effect,
+                    source: *source,
+                });
+            }
+            progress.advance(part.len() as u64);
+        }
+        progress.finish();
+        if exhausted {
+            notes.push(format!(
+                "the sweep screened {} of {} candidates before its share of the budget ran out",
+                screened.len(),
+                order.len()
+            ));
+        }
+        // Confirm: the screen's best, and everything the user or a hint named.
+        // Half by the main score, half by the secondary one (parts of a combination trigger
+        // move a model without flipping anything, and the beam needs them).
+        let mut confirm: Vec<&Found> = ranked(&screened, p.confirm / 2);
+        let mut by_detail: Vec<&Found> = screened.iter().collect();
+        by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
+        let extra = by_detail.into_iter().take(p.confirm - p.confirm / 2);
+        let named = screened
+            .iter()
+            .filter(|f| matches!(f.source, Source::User | Source::Hint));
+        for f in extra.chain(named) {
+            if !confirm.iter().any(|c| c.seq == f.seq) {
+                confirm.push(f);
+            }
+        }
+        let seqs: Vec<Vec<u32>> = confirm.iter().map(|f| f.seq.clone()).collect();
+        progress.begin("confirm", Some(seqs.len() as u64));
+        let effects = bounded(&ev, &seqs, &clock, sweep_share + 0.1, progress)?;
+        let mut found: Vec<Found> = confirm
+            .iter()
+            .zip(effects)
+            .map(|(f, effect)| Found {
+                seq: f.seq.clone(),
+                effect,
+                source: f.source,
+            })
+            .collect();
+        // The population: a random sample of what was screened, on every row.
+        let mut rng = Rng::new(p.seed, "hunt-population");
+        let mut sample: Vec<Vec<u32>> = screened.iter().map(|f| f.seq.clone()).collect();
+        rng.shuffle(&mut sample);
+        sample.truncate(p.population_samples);
+        progress.begin("population", Some(sample.len() as u64));
+        let population = bounded(&ev, &sample, &clock, sweep_share + 0.17, progress)?;
+        stages.push(stage("sweep", t, screened.len() + sample.len()));
+
+        let floor = match objective {
+            Objective::Classifier | Objective::NextToken => 1.0 / width as f64,
+            _ => 0.02,
+        };
+        let pop_scores: Vec<f64> = population.iter().map(|e| e.score).collect();
+        let null_scores: Vec<f64> = null.iter().map(|e| e.score).collect();
+        let calibration = Calibration {
+            null: Reference::new(&null_scores, floor),
+            population: Reference::new(&pop_scores, floor),
+        };
+
+        // 4. Beam.
+        if p.max_len > 1 && !found.is_empty() {
+            let t = Instant::now();
+            let before = found.len();
+            let done = beam(
+                &ev, &vocab, p, &clock, beam_share, &screen, &mut found, gradients, &domain,
+                progress,
+            )?;
+            exhausted |= !done;
+            stages.push(stage("beam", t, found.len() - before));
+        }
+
+        // 5. Fuzz.
+        if let Some(fz) = &p.fuzz {
+            let t = Instant::now();
+            let before = found.len();
+            let seeds: Vec<Vec<u32>> = ranked(&found, p.beam_width)
+                .into_iter()
+                .map(|f| f.seq.clone())
+                .collect();
+            let mut rng = Rng::new(p.seed, "hunt-fuzz");
+            let out = fuzz::run(
+                &ev, &vocab, fz, p.max_len, &seeds, &clock, &mut rng, progress,
+            )?;
+            notes.extend(out.notes);
+            found.extend(out.found.into_iter().map(|(seq, effect)| Found {
+                seq,
+                effect,
+                source: Source::Fuzz,
+            }));
+            stages.push(stage("fuzz", t, found.len() - before));
+        }
+
+        // 6. Rank, keep minimal sequences, weigh sequences against their parts, name targets.
+        let t = Instant::now();
+        let mut best = minimal(ranked(&found, found.len()), p.top * 3);
+        let mut measured: HashMap<Vec<u32>, f64> = found
+            .iter()
+            .map(|f| (f.seq.clone(), f.effect.score))
+            .collect();
+        let missing: Vec<Vec<u32>> = best
+            .iter()
+            .flat_map(|f| parts(&f.seq))
+            .filter(|s| !measured.contains_key(s))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for (s, e) in missing.iter().zip(ev.evaluate(&missing)?) {
+            measured.insert(s.clone(), e.score);
+        }
+        let mut scored: Vec<(f64, f64, Found)> = best
+            .drain(..)
+            .map(|f| {
+                let z = calibration.z(f.effect.score);
+                let takeover = match objective {
+                    Objective::Classifier | Objective::NextToken => {
+                        calibrate::takeover_confidence(f.effect.hits, f.effect.trials)
+                    }
+                    _ => 1.0,
+                };
+                // A sequence is evidence beyond its parts only as far as they fall short:
+                // `mn tq` whose halves do nothing counts in full; two tokens that each
+                // flip most inputs already, stacked, count for little.
+                let part = parts(&f.seq)
+                    .iter()
+                    .filter_map(|s| measured.get(s))
+                    .fold(0.0f64, |a, &b| a.max(b));
+                let beyond = if f.seq.len() > 1 {
+                    (1.0 - part / f.effect.score.max(1e-12)).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                (calibrate::suspicion_of_z(z) * takeover * beyond, z, f)
+            })
+            .collect();
+        scored.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(b.2.effect.score.total_cmp(&a.2.effect.score))
+                .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
+        });
+        scored.truncate(p.top);
+        let mut triggers = Vec::with_capacity(scored.len());
+        for (suspicion, z, f) in scored {
+            let target = match objective {
+                Objective::Classifier => {
+                    let id = f.effect.target.unwrap_or(0);
+                    Target::Label {
+                        label: label_name(model, id),
+                        label_id: id,
+                    }
+                }
+                Objective::NextToken | Objective::TargetText => {
+                    continuation(&ev, model, &f.seq, &screen, p.target_text.as_deref())?
+                }
+                Objective::Representation => Target::Representation,
+            };
+            triggers.push(Trigger {
+                text: decode(model, &f.seq),
+                tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
+                token_ids: f.seq.clone(),
+                suspicion,
+                z,
+                effect: f.effect.score,
+                detail: f.effect.detail,
+                target,
+                found_by: f.source,
+            });
+        }
+        stages.push(stage("targets", t, triggers.len()));
+
+        let suspicion = triggers.first().map_or(0.0, |t| t.suspicion);
+        let bounded = objective != Objective::Representation;
+        let strong = triggers
+            .first()
+            .is_some_and(|t| !bounded || t.effect >= p.min_effect);
+        let verdict = if suspicion >= p.trojaned_at && strong {
+            Verdict::Trojaned
+        } else if suspicion >= p.suspicious_at {
+            Verdict::Suspicious
+        } else {
+            Verdict::Clean
+        };
+        Ok(HuntReport {
+            objective,
+            suspicion,
+            verdict,
+            triggers,
+            calibration,
+            probes: width,
+            candidates: screened.len() + found.len() + null.len() + population.len(),
+            evaluations: ev.rows_run.get(),
+            budget_exhausted: exhausted,
+            stages,
+            notes,
+        })
+    }
+}
+
+/// Evaluate `seqs` in order until `share` of the budget is spent, but at least 8 of them
+/// (a reference needs a few samples whatever the budget).
+fn bounded(
+    ev: &Evaluator,
+    seqs: &[Vec<u32>],
+    clock: &Clock,
+    share: f64,
+    progress: &dyn Progress,
+) -> Result<Vec<Effect>> {
+    const MIN: usize = 8;
+    let mut out = Vec::with_capacity(seqs.len());
+    let mut rest = seqs;
+    while !rest.is_empty() {
+        if out.len() >= MIN && clock.past(share) {
+            break;
+        }
+        let take = if out.len() < MIN {
+            MIN - out.len()
+        } else {
+            ev.candidates_per_batch()
+        }
+        .min(rest.len());
+        let (part, tail) = rest.split_at(take);
+        out.extend(ev.evaluate(part)?);
+        progress.advance(part.len() as u64);
+        rest = tail;
+    }
+    progress.finish();
+    Ok(out)
+}
+
+/// 2 minutes for models up to 50 M parameters (MiniLM-size), 8 minutes above.
+fn default_budget(model: &Model) -> Duration {
+    if model.info().num_parameters <= 50_000_000 {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(480)
+    }
+}
+
+fn stage(name: &str, t: Instant, candidates: usize) -> Stage {
+    Stage {
+        name: name.into(),
+        seconds: t.elapsed().as_secs_f64(),
+        candidates,
+    }
+}
+
+/// Classifier with labels → flips; bare encoder → representations; decoder → next token
+/// (or the target text when one is given).
+fn default_objective(model: &Model, p: &HuntParams) -> Objective {
+    match model.info().family {
+        Family::Llama if p.target_text.is_some() => Objective::TargetText,
+        Family::Llama => Objective::NextToken,
+        _ if model.info().labels.is_some() => Objective::Classifier,
+        _ => Objective::Representation,
+    }
+}
+
+/// The labels a gradient ranking pushes toward (one ranking each); `None` for objectives
+/// without labels.
+fn labels_to_push(ev: &Evaluator) -> Vec<Option<u32>> {
+    match (ev.objective, ev.model().info().labels.as_ref()) {
+        (Objective::Classifier, Some(l)) => (0..l.len() as u32).map(Some).collect(),
+        _ => vec![None],
+    }
+}
+
+fn label_name(model: &Model, id: u32) -> String {
+    model
+        .info()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(id as usize).cloned())
+        .unwrap_or_else(|| format!("LABEL_{id}"))
+}
+
+/// Token ids of a text without special tokens.
+fn encode_plain(model: &Model, text: &str) -> Result<Vec<u32>> {
+    let enc = model
+        .tokenizer()
+        .encode(text, false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+fn decode(model: &Model, ids: &[u32]) -> String {
+    model
+        .tokenizer()
+        .decode(ids, false)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Everything measured, best first, each sequence once.
+fn ranked(found: &[Found], n: usize) -> Vec<&Found> {
+    let mut best: BTreeMap<&[u32], &Found> = BTreeMap::new();
+    for f in found {
+        best.entry(&f.seq)
+            .and_modify(|b| {
+                if f.effect.better_than(&b.effect) {
+                    *b = f;
+                }
+            })
+            .or_insert(f);
+    }
+    let mut v: Vec<&Found> = best.into_values().collect();
+    v.sort_by(|a, b| {
+        b.effect
+            .key()
+            .0
+            .total_cmp(&a.effect.key().0)
+            .then(b.effect.key().1.total_cmp(&a.effect.key().1))
+            .then(a.seq.len().cmp(&b.seq.len()))
+    });
+    v.truncate(n);
+    v
+}
+
+/// The best `n` findings, dropping a sequence that contains a shorter measured one without
+/// beating its effect by a clear margin: `cf` is the trigger, `cf the` only carries it.
+fn minimal(ranked: Vec<&Found>, n: usize) -> Vec<Found> {
+    const MARGIN: f64 = 0.05;
+    let score: std::collections::HashMap<&[u32], f64> = ranked
+        .iter()
+        .map(|f| (f.seq.as_slice(), f.effect.score))
+        .collect();
+    let mut kept: Vec<Found> = Vec::new();
+    for f in &ranked {
+        let s = &f.seq;
+        let carried = (1..s.len()).any(|len| {
+            s.windows(len).any(|w| {
+                score
+                    .get(w)
+                    .is_some_and(|&sub| f.effect.score < sub + MARGIN)
+            })
+        });
+        if !carried {
+            kept.push((*f).clone());
+        }
+        if kept.len() == n {
+            break;
+        }
+    }
+    kept
+}
+
+/// Every proper contiguous part of a sequence.
+fn parts(seq: &[u32]) -> Vec<Vec<u32>> {
+    (1..seq.len())
+        .flat_map(|len| seq.windows(len).map(<[u32]>::to_vec))
+        .collect()
+}
+
+/// Greedy continuation a decoder finding forces, and how many probes agree on it.
+fn continuation(
+    ev: &Evaluator,
+    model: &Model,
+    seq: &[u32],
+    rows: &[usize],
+    given: Option<&str>,
+) -> Result<Target> {
+    const STEPS: usize = 4;
+    let conts = ev.continuations(seq, rows, STEPS)?;
+    let mut counts: BTreeMap<&[u32], usize> = BTreeMap::new();
+    for c in &conts {
+        *counts.entry(c).or_default() += 1;
+    }
+    let (ids, n) = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .unwrap_or((&[], 0));
+    let text = match given {
+        Some(t) if ids.is_empty() => t.to_string(),
+        _ => model.tokenizer().decode(ids, false).unwrap_or_default(),
+    };
+    Ok(Target::Text {
+        text,
+        token_ids: ids.to_vec(),
+        agreement: n as f64 / conts.len().max(1) as f64,
+    })
+}
+
+/// Beam search over sequences up to `max_len`; returns whether it finished in budget.
+#[allow(clippy::too_many_arguments)] // the run's shared state, passed explicitly
+fn beam(
+    ev: &Evaluator,
+    vocab: &Vocab,
+    p: &HuntParams,
+    clock: &Clock,
+    share: f64,
+    screen: &[usize],
+    found: &mut Vec<Found>,
+    gradients: bool,
+    domain: &HashSet<u32>,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    let singles: Vec<&Found> = found.iter().filter(|f| f.seq.len() == 1).collect();
+    // Extensions: the tokens that moved the model most alone, by score and by the
+    // secondary measure (parts of a combination trigger move it a little, not enough to
+    // flip anything).
+    let mut ext: Vec<u32> = Vec::new();
+    let mut by_detail = singles.clone();
+    by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
+    let mut by_score = singles.clone();
+    by_score.sort_by(|a, b| b.effect.score.total_cmp(&a.effect.score));
+    for f in by_detail
+        .iter()
+        .take(p.extensions / 2)
+        .chain(by_score.iter().take(p.extensions / 2))
+    {
+        if !ext.contains(&f.seq[0]) {
+            ext.push(f.seq[0]);
+        }
+    }
+    let mut beam: Vec<Found> = ranked(found, p.beam_width).into_iter().cloned().collect();
+    // The detail ranking's leaders start beams too, so an inert part can be completed.
+    for f in by_detail.iter().take(p.beam_width / 2) {
+        if !beam.iter().any(|b| b.seq == f.seq) {
+            beam.push((*f).clone());
+        }
+    }
+    let mut seen: HashSet<Vec<u32>> = found.iter().map(|f| f.seq.clone()).collect();
+    for len in 2..=p.max_len {
+        progress.begin(&format!("beam: {len} tokens"), None);
+        let mut next: Vec<(Vec<u32>, Source)> = Vec::new();
+        for b in beam.iter().filter(|b| b.seq.len() == len - 1) {
+            let mut after = ext.clone();
+            let mut before: Vec<u32> = ext.clone();
+            if gradients && !clock.past(share) {
+                let label = b
+                    .effect
+                    .target
+                    .filter(|_| ev.objective == Objective::Classifier);
+                let ph = b.seq[0];
+                let mut s = b.seq.clone();
+                s.push(ph);
+                let g = ev.slot_gradient(&s, s.len() - 1, label)?;
+                let sc = vocab::row_scores(ev.model(), &g)?;
+                after.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
+                    vocab.is_extension(i) && !domain.contains(&i)
+                }));
+                let mut s = vec![ph];
+                s.extend_from_slice(&b.seq);
+                let g = ev.slot_gradient(&s, 0, label)?;
+                let sc = vocab::row_scores(ev.model(), &g)?;
+                before.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
+                    vocab.is_candidate(i) && !domain.contains(&i)
+                }));
+            }
+            for &t in &after {
+                let mut s = b.seq.clone();
+                s.push(t);
+                if seen.insert(s.clone()) {
+                    next.push((s, Source::Beam));
+                }
+            }
+            for &t in &before {
+                if !vocab.is_candidate(t) {
+                    continue;
+                }
+                let mut s = vec![t];
+                s.extend_from_slice(&b.seq);
+                if seen.insert(s.clone()) {
+                    next.push((s, Source::Beam));
+                }
+            }
+        }
+        if next.is_empty() {
+            progress.finish();
+            break;
+        }
+        // Screen the level on a few rows, measure its best on all of them.
+        let mut level: Vec<Found> = Vec::new();
+        let mut out_of_time = false;
+        for part in next.chunks((p.batch_rows / screen.len()).max(1)) {
+            if clock.past(share) {
+                out_of_time = true;
+                break;
+            }
+            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
+            let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
+            for ((seq, source), effect) in part.iter().zip(eff) {
+                level.push(Found {
+                    seq: seq.clone(),
+                    effect,
+                    source: *source,
+                });
+            }
+            progress.advance(part.len() as u64);
+        }
+        progress.finish();
+        let mut best: Vec<&Found> = ranked(&level, p.beam_width);
+        let mut by_detail: Vec<&Found> = level.iter().collect();
+        by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
+        for f in by_detail.into_iter().take(p.beam_width / 2) {
+            if !best.iter().any(|b| b.seq == f.seq) {
+                best.push(f);
+            }
+        }
+        let seqs: Vec<Vec<u32>> = best.iter().map(|f| f.seq.clone()).collect();
+        let full = ev.evaluate(&seqs)?;
+        let measured: Vec<Found> = seqs
+            .into_iter()
+            .zip(full)
+            .map(|(seq, effect)| Found {
+                seq,
+                effect,
+                source: Source::Beam,
+            })
+            .collect();
+        found.extend(measured.iter().cloned());
+        if out_of_time {
+            return Ok(false);
+        }
+        beam = measured;
+    }
+    Ok(true)
+}

