@@ -19,6 +19,14 @@ use trojanscan::plant::{Index, Truth};
 use trojanscan::progress::NoProgress;
 use trojanscan::Verdict;
 
+/// Hunts are budgeted in wall-clock time, so two at once on a small machine each search
+/// half as far: the tests that hunt take this lock and run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Zoo models to hunt: (directory, truth).
 fn zoo_models() -> Vec<(PathBuf, Truth)> {
     let mut dirs = Vec::new();
@@ -85,6 +93,7 @@ fn hunt(model: &Model, dir: &Path) -> HuntReport {
 
 #[test]
 fn zoo_triggers_are_found_and_trojans_outscore_clean_twins() {
+    let _one_at_a_time = serial();
     let mut trojans = Vec::new();
     let mut clean = Vec::new();
     for (dir, truth) in zoo_models() {
@@ -120,6 +129,7 @@ fn zoo_triggers_are_found_and_trojans_outscore_clean_twins() {
 
 #[test]
 fn real_models_are_not_trojaned() {
+    let _one_at_a_time = serial();
     for (name, path) in [("minilm", common::minilm()), ("smollm2", common::smollm2())] {
         let Some(path) = path else {
             println!("{name}: fixture missing, skipped (scripts/fetch_models.sh)");
@@ -152,6 +162,7 @@ fn real_models_are_not_trojaned() {
 
 #[test]
 fn fuzzing_saves_a_corpus_and_resumes_from_it() {
+    let _one_at_a_time = serial();
     let dir = common::root().join("testdata/zoo/badnets-s0");
     let model = Model::load(&dir, &LoadOptions::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
