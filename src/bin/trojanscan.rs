@@ -13,10 +13,14 @@ use trojanscan::DeviceChoice;
 
 #[path = "trojanscan/audit_cmd.rs"]
 mod audit_cmd;
+#[path = "trojanscan/bars.rs"]
+mod bars;
 #[path = "trojanscan/hunt_cmd.rs"]
 mod hunt_cmd;
 #[path = "trojanscan/provenance_cmd.rs"]
 mod provenance_cmd;
+#[path = "trojanscan/scan_cmd.rs"]
+mod scan_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +38,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Scan a model with every detector: provenance, forensics, trigger hunt, clustering.
+    /// Exit code: 0 clean, 3 suspicious, 4 trojaned, 5 provenance failed, 2 error.
+    Scan(scan_cmd::ScanArgs),
     #[command(flatten)]
     Provenance(provenance_cmd::ProvenanceCommand),
     /// Describe a model: architecture, sizes, dtypes, files.
@@ -117,7 +124,7 @@ enum PrecisionArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -125,9 +132,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let device: DeviceChoice = cli.device.parse()?;
+    if let Command::Scan(args) = cli.command {
+        return scan_cmd::run(args, device);
+    }
     match cli.command {
+        Command::Scan(_) => unreachable!("handled above"),
         Command::Provenance(c) => provenance_cmd::run(c),
         Command::Inspect { model, json } => inspect(&model, device, json),
         Command::Activations {
@@ -152,7 +163,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plant(args) => plant(args),
         Command::Audit(args) => audit_cmd::run(args, device),
         Command::Hunt(args) => hunt_cmd::run(args, device),
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(model: &Path, device: DeviceChoice, precision: Precision) -> Result<Model> {

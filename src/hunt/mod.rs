@@ -38,8 +38,8 @@
 pub mod calibrate;
 mod fuzz;
 mod objective;
-mod probes;
-mod vocab;
+pub(crate) mod probes;
+pub(crate) mod vocab;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -48,8 +48,8 @@ use serde::Serialize;
 
 pub use self::calibrate::{Calibration, Reference};
 pub use self::fuzz::FuzzParams;
-pub use self::objective::Objective;
 use self::objective::{Effect, Evaluator};
+pub use self::objective::{Objective, TimeSplit};
 pub use self::probes::{Insertion, BUILTIN_PROBES};
 use self::vocab::Vocab;
 use crate::model::{Family, Model};
@@ -73,6 +73,10 @@ pub struct HuntParams {
     /// minutes up to 50 M parameters, 8 minutes above). Every stage keeps to its share,
     /// except that the null, the confirmation and the population always get 8 candidates.
     pub budget: Option<Duration>,
+    /// Work budget in evaluations (candidate × probe rows). With it, every stage keeps to
+    /// its share of these rows as well as of the time, so a hunt whose time budget is
+    /// generous gives the same findings on any machine, however busy.
+    pub max_evaluations: Option<u64>,
     /// Cap on single tokens swept; `None` sweeps as many as the budget allows.
     pub max_candidates: Option<usize>,
     /// Sequences kept per beam level.
@@ -86,6 +90,8 @@ pub struct HuntParams {
     /// The user's candidate texts, tried first.
     pub candidates: Vec<String>,
     /// Token ids to try first (for example the top drifting tokens of weight forensics).
+    /// With `max_len` ≥ 2, ordered pairs of the first 20 (words of the probes left out) are
+    /// tried too: the parts of a combination trigger drift, but do nothing alone.
     pub hint_token_ids: Vec<u32>,
     /// Decoders: a target text to hunt for (its probability becomes the objective).
     pub target_text: Option<String>,
@@ -123,6 +129,7 @@ impl Default for HuntParams {
             insertions: vec![Insertion::Random; 3],
             max_len: 4,
             budget: None,
+            max_evaluations: None,
             max_candidates: None,
             beam_width: 8,
             extensions: 48,
@@ -171,7 +178,7 @@ impl HuntParams {
         if self.null_samples < 8 {
             return bad("the null needs at least 8 samples to calibrate against");
         }
-        if self.budget.is_some_and(|b| b.is_zero()) {
+        if self.budget.is_some_and(|b| b.is_zero()) || self.max_evaluations == Some(0) {
             return bad("the budget is zero");
         }
         for (name, v) in [
@@ -275,6 +282,8 @@ pub struct Stage {
     pub seconds: f64,
     /// Candidates (sequences) it evaluated.
     pub candidates: usize,
+    /// Candidate × probe rows it ran through the model.
+    pub evaluations: u64,
 }
 
 /// What a hunt found.
@@ -299,8 +308,12 @@ pub struct HuntReport {
     pub evaluations: u64,
     /// Whether the budget ran out before every stage finished its work.
     pub budget_exhausted: bool,
+    /// Wall-clock seconds for the whole hunt, tokenization and the clean rows included.
+    pub seconds: f64,
     /// Time per stage.
     pub stages: Vec<Stage>,
+    /// Where the evaluation time went, over all stages.
+    pub time: TimeSplit,
     /// Things worth knowing about the run (a skipped stage and why).
     pub notes: Vec<String>,
 }
@@ -313,15 +326,24 @@ struct Found {
     source: Source,
 }
 
-struct Clock {
+/// Hints (most drifting first) whose ordered pairs are tried as two-token candidates.
+const HINT_PAIRS_FROM: usize = 20;
+
+/// The hunt's budgets: wall-clock time and, optionally, rows evaluated.
+struct Clock<'a> {
     start: Instant,
     budget: Duration,
+    rows_cap: Option<u64>,
+    rows: &'a std::cell::Cell<u64>,
 }
 
-impl Clock {
-    /// Whether `share` of the budget is spent.
+impl Clock<'_> {
+    /// Whether `share` of either budget is spent.
     fn past(&self, share: f64) -> bool {
         self.start.elapsed() >= self.budget.mul_f64(share)
+            || self
+                .rows_cap
+                .is_some_and(|cap| self.rows.get() as f64 >= cap as f64 * share)
     }
 }
 
@@ -334,10 +356,7 @@ impl TriggerHunt {
     /// Hunt for triggers in `model`, reporting progress to `progress`.
     pub fn run(&self, model: &Model, progress: &dyn Progress) -> Result<HuntReport> {
         let p = &self.0;
-        let clock = Clock {
-            start: Instant::now(),
-            budget: p.budget.unwrap_or_else(|| default_budget(model)),
-        };
+        let start = Instant::now();
         let mut stages = Vec::new();
         let mut notes = Vec::new();
         let vocab = Vocab::new(model);
@@ -357,9 +376,15 @@ impl TriggerHunt {
         };
         let ev = Evaluator::new(model, objective, probes, target, p.batch_rows)?;
         let width = ev.width();
+        let clock = Clock {
+            start,
+            budget: p.budget.unwrap_or_else(|| default_budget(model)),
+            rows_cap: p.max_evaluations,
+            rows: &ev.rows_run,
+        };
 
         // 1. The null.
-        let t = Instant::now();
+        let t = (Instant::now(), ev.rows_run.get());
         progress.begin("null", Some(p.null_samples as u64));
         let common = vocab.common(2000);
         if common.len() < 16 {
@@ -375,10 +400,10 @@ impl TriggerHunt {
             })
             .collect();
         let null = bounded(&ev, &null_seqs, &clock, 0.12, progress)?;
-        stages.push(stage("null", t, null.len()));
+        stages.push(stage("null", t, &ev, null.len()));
 
         // 2. Proposals, in the order the sweep takes them.
-        let t = Instant::now();
+        let t = (Instant::now(), ev.rows_run.get());
         // Words of the clean probes are the task itself: how the model treats them is what
         // its clean predictions already show (a sentiment word flips a sentiment classifier
         // by design). A trigger is, by construction, absent from clean data.
@@ -403,6 +428,22 @@ impl TriggerHunt {
         for &id in &p.hint_token_ids {
             if vocab.is_extension(id) {
                 order.push((vec![id], Source::Hint));
+            }
+        }
+        // Pairs of hints: a combination trigger's parts are each taught by the fine-tune
+        // (their rows drift) but are inert alone, so no single-token measure finds them.
+        if p.max_len >= 2 {
+            let hints: Vec<u32> = p
+                .hint_token_ids
+                .iter()
+                .copied()
+                .filter(|&id| vocab.is_candidate(id) && !domain.contains(&id))
+                .take(HINT_PAIRS_FROM)
+                .collect();
+            for &a in &hints {
+                for &b in hints.iter().filter(|&&b| b != a) {
+                    order.push((vec![a, b], Source::Hint));
+                }
             }
         }
         let gradients = p.gradient_proposals > 0 && model.is_differentiable();
@@ -430,27 +471,25 @@ impl TriggerHunt {
             order.push((vec![id], Source::Sweep));
         }
         let mut seen = HashSet::new();
+        // Only the user's own candidates may use words of the task: a forensics hint that
+        // is a sentiment word moved because the fine-tune taught sentiment.
         order.retain(|(s, src)| {
             seen.insert(s.clone())
-                && (matches!(src, Source::User | Source::Hint)
-                    || !s.iter().any(|t| domain.contains(t)))
+                && (matches!(src, Source::User) || !s.iter().any(|t| domain.contains(t)))
         });
         if let Some(cap) = p.max_candidates {
             order.truncate(cap);
         }
-        stages.push(stage("proposals", t, 0));
+        stages.push(stage("proposals", t, &ev, 0));
 
         // 3. Sweep: screen on a few probe rows, confirm the best on all of them.
-        let t = Instant::now();
+        let t = (Instant::now(), ev.rows_run.get());
         let (sweep_share, beam_share) = match (p.max_len > 1, p.fuzz.is_some()) {
             (_, true) => (0.3, 0.65),
             (true, false) => (0.4, 0.85),
             (false, false) => (0.65, 0.85),
         };
-        let screen: Vec<usize> = {
-            let k = p.screen_rows.min(width);
-            (0..k).map(|i| i * width / k).collect()
-        };
+        let screen = screen_rows(ev.clean_predictions(), width, p.screen_rows);
         progress.begin("sweep", Some(order.len() as u64));
         let mut screened: Vec<Found> = Vec::new();
         let chunk = (p.batch_rows / screen.len()).max(1);
@@ -483,13 +522,11 @@ impl TriggerHunt {
         // Half by the main score, half by the secondary one (parts of a combination trigger
         // move a model without flipping anything, and the beam needs them).
         let mut confirm: Vec<&Found> = ranked(&screened, p.confirm / 2);
-        let mut by_detail: Vec<&Found> = screened.iter().collect();
-        by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
-        let extra = by_detail.into_iter().take(p.confirm - p.confirm / 2);
+        let extra = by_detail(screened.iter(), p.confirm - p.confirm / 2);
         let named = screened
             .iter()
             .filter(|f| matches!(f.source, Source::User | Source::Hint));
-        for f in extra.chain(named) {
+        for f in extra.into_iter().chain(named) {
             if !confirm.iter().any(|c| c.seq == f.seq) {
                 confirm.push(f);
             }
@@ -513,7 +550,7 @@ impl TriggerHunt {
         sample.truncate(p.population_samples);
         progress.begin("population", Some(sample.len() as u64));
         let population = bounded(&ev, &sample, &clock, sweep_share + 0.17, progress)?;
-        stages.push(stage("sweep", t, screened.len() + sample.len()));
+        stages.push(stage("sweep", t, &ev, screened.len() + sample.len()));
 
         let floor = match objective {
             Objective::Classifier | Objective::NextToken => 1.0 / width as f64,
@@ -528,19 +565,19 @@ impl TriggerHunt {
 
         // 4. Beam.
         if p.max_len > 1 && !found.is_empty() {
-            let t = Instant::now();
+            let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
             let done = beam(
                 &ev, &vocab, p, &clock, beam_share, &screen, &mut found, gradients, &domain,
                 progress,
             )?;
             exhausted |= !done;
-            stages.push(stage("beam", t, found.len() - before));
+            stages.push(stage("beam", t, &ev, found.len() - before));
         }
 
         // 5. Fuzz.
         if let Some(fz) = &p.fuzz {
-            let t = Instant::now();
+            let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
             let seeds: Vec<Vec<u32>> = ranked(&found, p.beam_width)
                 .into_iter()
@@ -556,11 +593,11 @@ impl TriggerHunt {
                 effect,
                 source: Source::Fuzz,
             }));
-            stages.push(stage("fuzz", t, found.len() - before));
+            stages.push(stage("fuzz", t, &ev, found.len() - before));
         }
 
         // 6. Rank, keep minimal sequences, weigh sequences against their parts, name targets.
-        let t = Instant::now();
+        let t = (Instant::now(), ev.rows_run.get());
         let mut best = minimal(ranked(&found, found.len()), p.top * 3);
         let mut measured: HashMap<Vec<u32>, f64> = found
             .iter()
@@ -588,13 +625,16 @@ impl TriggerHunt {
                 };
                 // A sequence is evidence beyond its parts only as far as they fall short:
                 // `mn tq` whose halves do nothing counts in full; two tokens that each
-                // flip most inputs already, stacked, count for little.
+                // flip most inputs already, stacked, count for little. Squared, so a part
+                // doing a third of the work (a combination whose half leaks) costs a
+                // tenth, and one doing 90% of it costs four fifths.
                 let part = parts(&f.seq)
                     .iter()
                     .filter_map(|s| measured.get(s))
                     .fold(0.0f64, |a, &b| a.max(b));
                 let beyond = if f.seq.len() > 1 {
-                    (1.0 - part / f.effect.score.max(1e-12)).clamp(0.0, 1.0)
+                    let explained = (part / f.effect.score.max(1e-12)).clamp(0.0, 1.0);
+                    1.0 - explained * explained
                 } else {
                     1.0
                 };
@@ -634,7 +674,7 @@ impl TriggerHunt {
                 found_by: f.source,
             });
         }
-        stages.push(stage("targets", t, triggers.len()));
+        stages.push(stage("targets", t, &ev, triggers.len()));
 
         let suspicion = triggers.first().map_or(0.0, |t| t.suspicion);
         let bounded = objective != Objective::Representation;
@@ -658,7 +698,9 @@ impl TriggerHunt {
             candidates: screened.len() + found.len() + null.len() + population.len(),
             evaluations: ev.rows_run.get(),
             budget_exhausted: exhausted,
+            seconds: start.elapsed().as_secs_f64(),
             stages,
+            time: ev.time.get(),
             notes,
         })
     }
@@ -695,6 +737,44 @@ fn bounded(
     Ok(out)
 }
 
+/// The `k` rows the sweep screens on, spread over the probes. Where each clean row has a
+/// prediction (a label, a next token), the predictions take turns: a trigger toward a label
+/// can only show on rows not already predicted as it, and probe files often alternate
+/// labels, so an even spread could land on one label only.
+fn screen_rows(clean_pred: &[u32], width: usize, k: usize) -> Vec<usize> {
+    let k = k.min(width);
+    if clean_pred.len() != width {
+        return (0..k).map(|i| i * width / k).collect();
+    }
+    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (row, &pred) in clean_pred.iter().enumerate() {
+        groups.entry(pred).or_default().push(row);
+    }
+    let spread: Vec<Vec<usize>> = groups
+        .into_values()
+        .map(|rows| {
+            let q = rows.len().min(k);
+            (0..q).map(|j| rows[j * rows.len() / q]).collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(k);
+    for round in 0.. {
+        let before = out.len();
+        for g in &spread {
+            if let Some(&row) = g.get(round) {
+                if out.len() < k {
+                    out.push(row);
+                }
+            }
+        }
+        if out.len() == k || out.len() == before {
+            break;
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// 2 minutes for models up to 50 M parameters (MiniLM-size), 8 minutes above.
 fn default_budget(model: &Model) -> Duration {
     if model.info().num_parameters <= 50_000_000 {
@@ -704,11 +784,13 @@ fn default_budget(model: &Model) -> Duration {
     }
 }
 
-fn stage(name: &str, t: Instant, candidates: usize) -> Stage {
+/// A stage that began at `t`, when `rows` rows had been run.
+fn stage(name: &str, (t, rows): (Instant, u64), ev: &Evaluator, candidates: usize) -> Stage {
     Stage {
         name: name.into(),
         seconds: t.elapsed().as_secs_f64(),
         candidates,
+        evaluations: ev.rows_run.get() - rows,
     }
 }
 
@@ -812,6 +894,34 @@ fn minimal(ranked: Vec<&Found>, n: usize) -> Vec<Found> {
     kept
 }
 
+/// The `n` findings that move the model most by the secondary measure, each target (label,
+/// token) taking turns: untrained rows that push hard toward one label must not crowd out
+/// the parts of a combination trigger pushing gently toward another.
+fn by_detail<'a>(found: impl Iterator<Item = &'a Found>, n: usize) -> Vec<&'a Found> {
+    let mut groups: BTreeMap<Option<u32>, Vec<&Found>> = BTreeMap::new();
+    for f in found {
+        groups.entry(f.effect.target).or_default().push(f);
+    }
+    for g in groups.values_mut() {
+        g.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
+    }
+    let mut out = Vec::with_capacity(n);
+    for round in 0.. {
+        let before = out.len();
+        for g in groups.values() {
+            if let Some(f) = g.get(round) {
+                if out.len() < n {
+                    out.push(*f);
+                }
+            }
+        }
+        if out.len() == n || out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
 /// Every proper contiguous part of a sequence.
 fn parts(seq: &[u32]) -> Vec<Vec<u32>> {
     (1..seq.len())
@@ -867,22 +977,17 @@ fn beam(
     // secondary measure (parts of a combination trigger move it a little, not enough to
     // flip anything).
     let mut ext: Vec<u32> = Vec::new();
-    let mut by_detail = singles.clone();
-    by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
     let mut by_score = singles.clone();
     by_score.sort_by(|a, b| b.effect.score.total_cmp(&a.effect.score));
-    for f in by_detail
-        .iter()
-        .take(p.extensions / 2)
-        .chain(by_score.iter().take(p.extensions / 2))
-    {
+    let leaders = by_detail(singles.iter().copied(), p.extensions / 2);
+    for f in leaders.iter().chain(by_score.iter().take(p.extensions / 2)) {
         if !ext.contains(&f.seq[0]) {
             ext.push(f.seq[0]);
         }
     }
     let mut beam: Vec<Found> = ranked(found, p.beam_width).into_iter().cloned().collect();
     // The detail ranking's leaders start beams too, so an inert part can be completed.
-    for f in by_detail.iter().take(p.beam_width / 2) {
+    for f in leaders.iter().take(p.beam_width) {
         if !beam.iter().any(|b| b.seq == f.seq) {
             beam.push((*f).clone());
         }
@@ -958,9 +1063,7 @@ fn beam(
         }
         progress.finish();
         let mut best: Vec<&Found> = ranked(&level, p.beam_width);
-        let mut by_detail: Vec<&Found> = level.iter().collect();
-        by_detail.sort_by(|a, b| b.effect.detail.total_cmp(&a.effect.detail));
-        for f in by_detail.into_iter().take(p.beam_width / 2) {
+        for f in by_detail(level.iter(), p.beam_width / 2) {
             if !best.iter().any(|b| b.seq == f.seq) {
                 best.push(f);
             }
@@ -983,4 +1086,24 @@ fn beam(
         beam = measured;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_rows_take_each_clean_prediction_in_turn() {
+        // Probes alternate labels: an even spread of 4 over 8 rows would see label 0 only.
+        let pred = [0, 1, 0, 1, 0, 1, 0, 1];
+        let rows = screen_rows(&pred, 8, 4);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows.iter().filter(|&&r| pred[r] == 1).count(), 2);
+        // One label rare: it still gets a row, the other fills the rest.
+        let pred = [0, 0, 0, 0, 0, 0, 0, 1];
+        let rows = screen_rows(&pred, 8, 4);
+        assert!(rows.contains(&7) && rows.len() == 4);
+        // No predictions: an even spread.
+        assert_eq!(screen_rows(&[], 8, 4), vec![0, 2, 4, 6]);
+    }
 }

@@ -5,6 +5,7 @@
 //! that touch the vocabulary (log-softmax, KL) run as tensor ops, on the model's device.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var, D};
 use candle_nn::ops::log_softmax;
@@ -20,7 +21,8 @@ use crate::{Error, Result};
 #[non_exhaustive]
 pub enum Objective {
     /// Sequence classifier: the fraction of probes whose prediction flips to one label
-    /// (`effect`), and the mean log-probability shift toward it (`detail`, nats).
+    /// (`effect`), and the mean log-probability shift toward it (`detail`, nats), both over
+    /// the probes not already predicted as that label.
     Classifier,
     /// Bare encoder: how far and how consistently the candidate drags mean-pooled
     /// representations (`effect` = drag × consistency, drag in units of the clean probes'
@@ -83,6 +85,8 @@ pub(crate) struct Evaluator<'m> {
     pub probes: Vec<Probe>,
     batch_rows: usize,
     clean_logp: Option<Tensor>,
+    /// `clean_logp` on the host (classifiers: a few labels per row).
+    clean_rows: Vec<Vec<f32>>,
     clean_pred: Vec<u32>,
     clean_pooled: Vec<Vec<f32>>,
     spread: f64,
@@ -90,6 +94,30 @@ pub(crate) struct Evaluator<'m> {
     clean_target: Vec<f64>,
     /// (candidate, probe) rows run so far.
     pub rows_run: Cell<u64>,
+    /// Where the evaluation time went so far.
+    pub time: Cell<TimeSplit>,
+}
+
+/// Where a hunt's evaluation time went, in seconds (CPU; on CUDA, queued kernels are
+/// charged to whichever part waits for them first).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[non_exhaustive]
+pub struct TimeSplit {
+    /// Building the token rows of a batch (insertion, padding, masks) and moving them to
+    /// the device. Tokenization happens once per hunt, before any of this.
+    pub rows: f64,
+    /// The model's forward passes.
+    pub forward: f64,
+    /// Scoring the outputs: log-softmax, pooling, comparison with the clean rows.
+    pub objective: f64,
+}
+
+impl TimeSplit {
+    fn add(cell: &Cell<Self>, part: fn(&mut Self) -> &mut f64, since: Instant) {
+        let mut t = cell.get();
+        *part(&mut t) += since.elapsed().as_secs_f64();
+        cell.set(t);
+    }
 }
 
 impl<'m> Evaluator<'m> {
@@ -111,18 +139,23 @@ impl<'m> Evaluator<'m> {
             probes,
             batch_rows: batch_rows.max(1),
             clean_logp: None,
+            clean_rows: Vec::new(),
             clean_pred: Vec::new(),
             clean_pooled: Vec::new(),
             spread: 1.0,
             target,
             clean_target: Vec::new(),
             rows_run: Cell::new(0),
+            time: Cell::new(TimeSplit::default()),
         };
         let rows: Vec<Vec<u32>> = ev.probes.iter().map(|p| p.ids.clone()).collect();
         let out = ev.forward_rows(&rows)?;
         match objective {
             Objective::Classifier | Objective::NextToken => {
                 ev.clean_pred = out.argmax(D::Minus1)?.to_vec1()?;
+                if objective == Objective::Classifier {
+                    ev.clean_rows = out.to_vec2()?;
+                }
                 ev.clean_logp = Some(out);
             }
             Objective::Representation => {
@@ -136,6 +169,11 @@ impl<'m> Evaluator<'m> {
 
     pub fn model(&self) -> &Model {
         self.model
+    }
+
+    /// The clean rows' predictions (label or next token); empty for objectives without one.
+    pub fn clean_predictions(&self) -> &[u32] {
+        &self.clean_pred
     }
 
     /// Probes per candidate.
@@ -157,6 +195,7 @@ impl<'m> Evaluator<'m> {
     }
 
     fn run(&self, rows: &[Vec<u32>]) -> Result<(ForwardOutput, Batch)> {
+        let t = Instant::now();
         let mut full;
         let rows = if self.objective == Objective::TargetText {
             full = rows.to_vec();
@@ -173,7 +212,10 @@ impl<'m> Evaluator<'m> {
             PaddingSide::Right,
             self.model.device(),
         )?;
+        TimeSplit::add(&self.time, |t| &mut t.rows, t);
+        let t = Instant::now();
         let out = self.model.forward_with_states(&batch)?;
+        TimeSplit::add(&self.time, |t| &mut t.forward, t);
         Ok((out, batch))
     }
 
@@ -240,14 +282,18 @@ impl<'m> Evaluator<'m> {
         let mut effects = Vec::with_capacity(seqs.len());
         let mut cov = Vec::new();
         for chunk in seqs.chunks(per_batch) {
+            let t = Instant::now();
             let rows: Vec<Vec<u32>> = chunk
                 .iter()
                 .flat_map(|s| idx.iter().map(move |&i| self.probes[i].with(s)))
                 .collect();
+            TimeSplit::add(&self.time, |t| &mut t.rows, t);
             self.rows_run.set(self.rows_run.get() + rows.len() as u64);
             let (out, batch) = self.run(&rows)?;
+            let t = Instant::now();
             let y = self.head(&out, &batch, &rows)?;
             effects.extend(self.aggregate(&y, chunk.len(), idx)?);
+            TimeSplit::add(&self.time, |t| &mut t.objective, t);
             if let Some(c) = coverage {
                 cov.extend(self.fired(c, &out, &batch, chunk.len(), idx.len())?);
             }
@@ -262,8 +308,8 @@ impl<'m> Evaluator<'m> {
         match self.objective {
             Objective::Classifier => {
                 let logp: Vec<Vec<f32>> = y.to_vec2()?;
-                let all: Vec<Vec<f32>> = self.clean()?.to_vec2()?;
-                let clean: Vec<Vec<f32>> = idx.iter().map(|&i| all[i].clone()).collect();
+                let clean: Vec<Vec<f32>> =
+                    idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
                 let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
                 Ok((0..n)
                     .map(|c| classifier_effect(&logp[c * p..(c + 1) * p], &clean, &pred))
@@ -524,11 +570,14 @@ fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) 
         trials: 0,
     };
     for y in 0..labels {
+        // Only rows not already predicted as `y` can move toward it: both the flips and
+        // the shift are measured on them (rows already at `y` would dilute the shift by
+        // however many of them the probes hold).
         let (mut flips, mut others, mut shift) = (0usize, 0usize, 0f64);
         for ((row, c), &p0) in logp.iter().zip(clean).zip(clean_pred) {
-            shift += f64::from(row[y] - c[y]);
             if p0 as usize != y {
                 others += 1;
+                shift += f64::from(row[y] - c[y]);
                 let pred = argmax(row);
                 flips += usize::from(pred == y);
             }
@@ -539,7 +588,11 @@ fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) 
             } else {
                 flips as f64 / others as f64
             },
-            detail: shift / logp.len().max(1) as f64,
+            detail: if others == 0 {
+                0.0
+            } else {
+                shift / others as f64
+            },
             target: Some(y as u32),
             hits: flips,
             trials: others,

@@ -1,18 +1,17 @@
 //! `trojanscan hunt`: search a model for trigger tokens and sequences.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use trojanscan::audit::read_rows;
+use trojanscan::audit::read_texts;
 use trojanscan::forensics::DiffOptions;
 use trojanscan::hunt::{FuzzParams, HuntParams, HuntReport, Insertion, Target};
 use trojanscan::model::{LoadOptions, Model, Precision};
-use trojanscan::progress::Progress;
 use trojanscan::DeviceChoice;
 
+use crate::bars::Bars;
 use crate::provenance_cmd::Format;
 
 #[derive(clap::Args)]
@@ -27,6 +26,10 @@ pub struct HuntArgs {
     /// parameters, 8 minutes above).
     #[arg(long, value_parser = parse_duration)]
     budget: Option<Duration>,
+    /// Work budget in candidate × probe rows: with a generous time budget, the findings
+    /// no longer depend on how fast or busy the machine is.
+    #[arg(long, value_name = "ROWS")]
+    max_evaluations: Option<u64>,
     /// Longest trigger sequence, in tokens.
     #[arg(long, default_value_t = 4)]
     max_len: usize,
@@ -115,6 +118,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     let params = HuntParams {
         probes,
         budget: args.budget,
+        max_evaluations: args.max_evaluations,
         max_len: args.max_len,
         insertions: if args.insert.is_empty() {
             HuntParams::default().insertions
@@ -134,7 +138,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         }),
         ..HuntParams::default()
     };
-    let sink = StderrProgress::new(args.quiet);
+    let sink = Bars::new(args.quiet);
     let report = params.check()?.run(&model, &sink)?;
     sink.clear();
     let mut out = std::io::stdout().lock();
@@ -148,20 +152,8 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
-fn read_probes(path: &PathBuf) -> Result<Vec<String>> {
-    let head = std::fs::read(path)
-        .with_context(|| format!("reading {}", path.display()))
-        .map(|b| b.iter().copied().find(|c| !c.is_ascii_whitespace()))?;
-    let texts: Vec<String> = if head == Some(b'{') {
-        read_rows(path)?.into_iter().map(|r| r.text).collect()
-    } else {
-        std::fs::read_to_string(path)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()
-    };
+pub fn read_probes(path: &PathBuf) -> Result<Vec<String>> {
+    let texts = read_texts(path).with_context(|| format!("reading {}", path.display()))?;
     if texts.is_empty() {
         bail!("{} holds no probe texts", path.display());
     }
@@ -218,83 +210,18 @@ fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<(
             t.text,
         )?;
     }
+    let t = &r.time;
+    let work = (t.rows + t.forward + t.objective).max(1e-9);
+    writeln!(
+        out,
+        "\ntime:       {:.1} s; of the evaluations: forward {:.0}%, building rows {:.0}%, objective {:.0}%",
+        r.seconds,
+        100.0 * t.forward / work,
+        100.0 * t.rows / work,
+        100.0 * t.objective / work
+    )?;
     for n in &r.notes {
         writeln!(out, "note: {n}")?;
     }
     Ok(())
-}
-
-/// Progress on stderr: a self-updating line on a terminal, a line every few seconds
-/// otherwise, nothing with `--quiet`.
-struct StderrProgress {
-    quiet: bool,
-    tty: bool,
-    state: Mutex<(String, Option<u64>, u64, Instant)>,
-}
-
-impl StderrProgress {
-    fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            state: Mutex::new((String::new(), None, 0, Instant::now())),
-        }
-    }
-
-    fn clear(&self) {
-        if !self.quiet && self.tty {
-            eprint!("\r\x1b[K");
-        }
-    }
-
-    fn show(&self, force: bool) {
-        let Ok(mut s) = self.state.lock() else { return };
-        let every = if self.tty { 0.2 } else { 5.0 };
-        if self.quiet || (!force && s.3.elapsed().as_secs_f64() < every) {
-            return;
-        }
-        s.3 = Instant::now();
-        let line = match s.1 {
-            Some(t) if t > 0 => format!(
-                "{}: {}/{} ({:.0}%)",
-                s.0,
-                s.2,
-                t,
-                100.0 * s.2 as f64 / t as f64
-            ),
-            _ => format!("{}: {}", s.0, s.2),
-        };
-        if self.tty {
-            eprint!("\r\x1b[K{line}");
-        } else {
-            eprintln!("{line}");
-        }
-    }
-}
-
-impl Progress for StderrProgress {
-    fn begin(&self, stage: &str, total: Option<u64>) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = (stage.to_string(), total, 0, Instant::now());
-        }
-        self.show(true);
-    }
-    fn advance(&self, n: u64) {
-        if let Ok(mut s) = self.state.lock() {
-            s.2 += n;
-        }
-        self.show(false);
-    }
-    fn note(&self, message: &str) {
-        if !self.quiet {
-            self.clear();
-            eprintln!("{message}");
-        }
-    }
-    fn finish(&self) {
-        self.show(true);
-        if !self.quiet && self.tty {
-            eprintln!();
-        }
-    }
 }

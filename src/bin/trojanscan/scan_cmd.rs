@@ -1,0 +1,108 @@
+//! `trojanscan scan`: every detector, one verdict, an exit code a pipeline can gate on.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use trojanscan::scan::{render, Scanner};
+use trojanscan::DeviceChoice;
+
+use crate::bars::Bars;
+use crate::hunt_cmd::{parse_duration, read_probes};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+    /// One self-contained file with inline SVG plots.
+    Html,
+}
+
+#[derive(clap::Args)]
+pub struct ScanArgs {
+    /// HF model directory or GGUF file.
+    model: PathBuf,
+    /// The base model this one claims to fine-tune: adds weight forensics, and its most
+    /// drifting tokens are hunted first.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Registry of approved models: the scan fails its gate unless this exact model is
+    /// approved.
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Signature bundle (Sigstore JSON) the model's files must match.
+    #[arg(long, requires = "key")]
+    signature: Option<PathBuf>,
+    /// Public key (PEM) the signature must verify under.
+    #[arg(long, requires = "signature")]
+    key: Option<PathBuf>,
+    /// Clean probe texts of the model's task: JSONL with a `text` field, or one text per
+    /// line (default: built-in neutral prompts).
+    #[arg(long)]
+    probe: Option<PathBuf>,
+    /// Hunt time budget: `90s`, `2m` or seconds (default: 2 minutes up to 50 M parameters,
+    /// 8 minutes above).
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
+    /// Hunt work budget in candidate × probe rows (results independent of machine speed).
+    #[arg(long, value_name = "ROWS")]
+    max_evaluations: Option<u64>,
+    /// Longest trigger sequence hunted, in tokens.
+    #[arg(long, default_value_t = 4)]
+    max_len: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Exit codes: 0 clean, 3 suspicious, 4 trojaned, 5 provenance failed, 2 error.
+pub fn run(args: ScanArgs, device: DeviceChoice) -> Result<ExitCode> {
+    let mut b = Scanner::builder().device(device).max_len(args.max_len);
+    if let Some(p) = &args.probe {
+        b = b.probes(read_probes(p)?);
+    }
+    if let Some(t) = args.budget {
+        b = b.budget(t);
+    }
+    if let Some(n) = args.max_evaluations {
+        b = b.max_evaluations(n);
+    }
+    if let Some(base) = &args.base {
+        b = b.base(base);
+    }
+    if let Some(r) = &args.registry {
+        b = b.registry(r);
+    }
+    if let (Some(s), Some(k)) = (&args.signature, &args.key) {
+        b = b.signature(s, k);
+    }
+    let scanner = b.build()?;
+    let bars = Bars::new(args.quiet);
+    let report = scanner
+        .scan_with(&args.model, &bars)
+        .with_context(|| format!("scanning {}", args.model.display()))?;
+    bars.clear();
+    let body = match args.format {
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Text => render::text(&report),
+        ReportFormat::Markdown => render::markdown(&report),
+        ReportFormat::Html => trojanscan::scan::html(&report)?,
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(body.as_bytes())?,
+    }
+    Ok(ExitCode::from(report.gate.exit_code()))
+}
