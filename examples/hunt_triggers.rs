@@ -37,8 +37,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.info().num_layers
     );
 
+    // Prompts of the model's own task (the zoo ships held-out ones): a trigger that takes
+    // over review prompts need not take over unrelated neutral sentences.
+    let heldout = std::path::Path::new(&path).join("heldout.jsonl");
+    let probes = if heldout.is_file() {
+        Some(trojanscan::audit::read_texts(&heldout)?)
+    } else {
+        None
+    };
     let report = HuntParams {
-        max_evaluations: Some(40_000),
+        probes,
+        max_evaluations: Some(48_000),
+        budget: Some(std::time::Duration::from_secs(600)),
         max_len: 2,
         ..HuntParams::default()
     }
