@@ -279,6 +279,8 @@ fn a_signature_that_no_longer_matches_fails_the_gate_and_errors_exit_2() {
             .arg(&sig)
             .arg("--key")
             .arg(&public)
+            .arg("--probe")
+            .arg(model.join("heldout.jsonl"))
             .args(["--max-evaluations", "20000", "--max-len", "1", "--quiet"])
             .args(["--format", "markdown", "--out"])
             .arg(&out)

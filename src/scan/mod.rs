@@ -21,7 +21,11 @@
 //! ```
 //! use trojanscan::scan::Scanner;
 //!
+//! // Samples of the model's task as probes: with neutral built-in probes, every
+//! // sentiment word would flip this sentiment classifier just like a trigger.
+//! let probes = trojanscan::audit::read_texts("testdata/zoo/clean-base-s0/heldout.jsonl")?;
 //! let scanner = Scanner::builder()
+//!     .probes(probes)
 //!     .max_evaluations(20_000)
 //!     .max_len(1)
 //!     .build()?;
