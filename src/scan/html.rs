@@ -7,7 +7,7 @@ use std::fmt::Write;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use super::render::target_text;
+use super::render::{signature_line, target_text};
 use super::{Gate, ScanReport};
 use crate::confirm::ConfirmReport;
 use crate::forensics::DiffReport;
@@ -85,12 +85,7 @@ pub fn html(r: &ScanReport) -> Result<String> {
             if p.passed { "passed" } else { "FAILED" }
         );
         if let Some(s) = &p.signature {
-            let line = match (&s.signer, &s.error) {
-                (Some(k), _) => format!("signature verifies (signer {k})"),
-                (_, Some(e)) => format!("signature does not verify: {e}"),
-                _ => "signature not checked".into(),
-            };
-            let _ = write!(o, "<li>{}</li>", esc(&line));
+            let _ = write!(o, "<li>{}</li>", esc(&signature_line(s)));
         }
         if let Some(a) = &p.registry {
             let _ = write!(o, "<li>registry: {}</li>", esc(&a.to_string()));

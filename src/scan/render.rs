@@ -17,6 +17,15 @@ pub fn target_text(t: &Target) -> String {
     }
 }
 
+/// One line on the signature check.
+pub(crate) fn signature_line(s: &super::SignatureCheck) -> String {
+    match (&s.signer, &s.error) {
+        (Some(k), _) => format!("signature verifies (signer {k})"),
+        (_, Some(e)) => format!("signature does not verify: {e}"),
+        _ => "signature not checked".into(),
+    }
+}
+
 fn gate_text(g: Gate) -> &'static str {
     match g {
         Gate::Pass => "pass",
@@ -59,15 +68,7 @@ pub fn text(r: &ScanReport) -> String {
             if p.passed { "passed" } else { "FAILED" }
         );
         if let Some(s) = &p.signature {
-            match (&s.signer, &s.error) {
-                (Some(k), _) => {
-                    let _ = writeln!(o, "  signature verifies, signer {k}");
-                }
-                (_, Some(e)) => {
-                    let _ = writeln!(o, "  signature: {e}");
-                }
-                _ => {}
-            }
+            let _ = writeln!(o, "  {}", signature_line(s));
         }
         if let Some(a) = &p.registry {
             let _ = writeln!(o, "  registry: {a}");
@@ -184,12 +185,7 @@ pub fn markdown(r: &ScanReport) -> String {
             if p.passed { "passed" } else { "FAILED" }
         );
         if let Some(s) = &p.signature {
-            let line = match (&s.signer, &s.error) {
-                (Some(k), _) => format!("signature verifies (signer `{k}`)"),
-                (_, Some(e)) => format!("signature does not verify: {}", md(e)),
-                _ => "signature not checked".into(),
-            };
-            let _ = writeln!(o, "- {line}");
+            let _ = writeln!(o, "- {}", md(&signature_line(s)));
         }
         if let Some(a) = &p.registry {
             let _ = writeln!(o, "- registry: {}", md(&a.to_string()));
