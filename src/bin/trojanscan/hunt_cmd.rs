@@ -14,25 +14,32 @@ use trojanscan::DeviceChoice;
 use crate::bars::Bars;
 use crate::provenance_cmd::Format;
 
+/// What a hunt searches with and how long: shared by `hunt` and `scan`.
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// Clean probe texts: JSONL with a `text` field, or one text per line (default:
+    /// built-in neutral prompts).
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    /// Time budget: `90s`, `2m`, `1h` or seconds (default: 2 minutes up to 50 M
+    /// parameters, 8 minutes above).
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// Work budget in candidate × probe rows: with a generous time budget, the findings
+    /// no longer depend on how fast or busy the machine is.
+    #[arg(long, value_name = "ROWS")]
+    pub max_evaluations: Option<u64>,
+    /// Longest trigger sequence, in tokens.
+    #[arg(long, default_value_t = 4)]
+    pub max_len: usize,
+}
+
 #[derive(clap::Args)]
 pub struct HuntArgs {
     /// HF model directory or GGUF file.
     model: PathBuf,
-    /// Clean probe texts: JSONL with a `text` field, or one text per line (default:
-    /// built-in neutral prompts).
-    #[arg(long)]
-    probe: Option<PathBuf>,
-    /// Time budget: `90s`, `2m`, `1h` or seconds (default: 2 minutes up to 50 M
-    /// parameters, 8 minutes above).
-    #[arg(long, value_parser = parse_duration)]
-    budget: Option<Duration>,
-    /// Work budget in candidate × probe rows: with a generous time budget, the findings
-    /// no longer depend on how fast or busy the machine is.
-    #[arg(long, value_name = "ROWS")]
-    max_evaluations: Option<u64>,
-    /// Longest trigger sequence, in tokens.
-    #[arg(long, default_value_t = 4)]
-    max_len: usize,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Where candidates go in each probe; repeat for several rows per probe (default:
     /// three random word boundaries).
     #[arg(long, value_name = "start|end|random")]
@@ -101,7 +108,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     opts.device = device;
     let model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let probes = match &args.probe {
+    let probes = match &args.search.probe {
         Some(p) => Some(read_probes(p)?),
         None => None,
     };
@@ -117,9 +124,9 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     };
     let params = HuntParams {
         probes,
-        budget: args.budget,
-        max_evaluations: args.max_evaluations,
-        max_len: args.max_len,
+        budget: args.search.budget,
+        max_evaluations: args.search.max_evaluations,
+        max_len: args.search.max_len,
         insertions: if args.insert.is_empty() {
             HuntParams::default().insertions
         } else {

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -11,7 +10,7 @@ use trojanscan::scan::{render, Scanner};
 use trojanscan::DeviceChoice;
 
 use crate::bars::Bars;
-use crate::hunt_cmd::{parse_duration, read_probes};
+use crate::hunt_cmd::{read_probes, SearchArgs};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ReportFormat {
@@ -40,20 +39,8 @@ pub struct ScanArgs {
     /// Public key (PEM) the signature must verify under.
     #[arg(long, requires = "signature")]
     key: Option<PathBuf>,
-    /// Clean probe texts of the model's task: JSONL with a `text` field, or one text per
-    /// line (default: built-in neutral prompts).
-    #[arg(long)]
-    probe: Option<PathBuf>,
-    /// Hunt time budget: `90s`, `2m` or seconds (default: 2 minutes up to 50 M parameters,
-    /// 8 minutes above).
-    #[arg(long, value_parser = parse_duration)]
-    budget: Option<Duration>,
-    /// Hunt work budget in candidate × probe rows (results independent of machine speed).
-    #[arg(long, value_name = "ROWS")]
-    max_evaluations: Option<u64>,
-    /// Longest trigger sequence hunted, in tokens.
-    #[arg(long, default_value_t = 4)]
-    max_len: usize,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Report format.
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
@@ -67,14 +54,16 @@ pub struct ScanArgs {
 
 /// Exit codes: 0 clean, 3 suspicious, 4 trojaned, 5 provenance failed, 2 error.
 pub fn run(args: ScanArgs, device: DeviceChoice) -> Result<ExitCode> {
-    let mut b = Scanner::builder().device(device).max_len(args.max_len);
-    if let Some(p) = &args.probe {
+    let mut b = Scanner::builder()
+        .device(device)
+        .max_len(args.search.max_len);
+    if let Some(p) = &args.search.probe {
         b = b.probes(read_probes(p)?);
     }
-    if let Some(t) = args.budget {
+    if let Some(t) = args.search.budget {
         b = b.budget(t);
     }
-    if let Some(n) = args.max_evaluations {
+    if let Some(n) = args.search.max_evaluations {
         b = b.max_evaluations(n);
     }
     if let Some(base) = &args.base {
