@@ -37,7 +37,7 @@
 
 pub mod calibrate;
 mod fuzz;
-mod objective;
+pub(crate) mod objective;
 pub(crate) mod probes;
 pub(crate) mod vocab;
 
@@ -219,6 +219,8 @@ pub enum Source {
     Sweep,
     /// Beam extension of an earlier finding.
     Beam,
+    /// A piece of a longer finding, measured alone.
+    Part,
     /// The fuzzer.
     Fuzz,
 }
@@ -344,6 +346,11 @@ impl Clock<'_> {
             || self
                 .rows_cap
                 .is_some_and(|cap| self.rows.get() as f64 >= cap as f64 * share)
+    }
+
+    /// Whether work expected to take `cost` (and run no rows) ends before `share` is spent.
+    fn fits(&self, share: f64, cost: Duration) -> bool {
+        !self.past(share) && self.start.elapsed() + cost <= self.budget.mul_f64(share)
     }
 }
 
@@ -598,31 +605,48 @@ impl TriggerHunt {
 
         // 6. Rank, keep minimal sequences, weigh sequences against their parts, name targets.
         let t = (Instant::now(), ev.rows_run.get());
-        let mut best = minimal(ranked(&found, found.len()), p.top * 3);
+        // Suspicion before weighing a sequence against its parts: how far it stands outside
+        // the null, times the confidence that it takes over (nearly) every input.
+        let standing = |e: &Effect| {
+            let z = calibration.z(e.score);
+            let takeover = match objective {
+                Objective::Classifier | Objective::NextToken => {
+                    calibrate::takeover_confidence(e.hits, e.trials)
+                }
+                _ => 1.0,
+            };
+            (calibrate::suspicion_of_z(z) * takeover, z)
+        };
         let mut measured: HashMap<Vec<u32>, f64> = found
             .iter()
             .map(|f| (f.seq.clone(), f.effect.score))
             .collect();
-        let missing: Vec<Vec<u32>> = best
+        // Only a finding that would be suspicious needs its parts measured (they can only
+        // lower its standing), which keeps this stage small on a clean model.
+        let mut missing: Vec<Vec<u32>> = minimal(ranked(&found, found.len()), p.top * 3)
             .iter()
+            .filter(|f| f.seq.len() > 1 && standing(&f.effect).0 > 1e-3)
             .flat_map(|f| parts(&f.seq))
             .filter(|s| !measured.contains_key(s))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        missing.sort();
+        // The parts are findings in their own right: a sequence the beam grew around one
+        // piece of a long trigger (`ram` of "ultramarine okapi") is carried by that piece,
+        // which only this measurement sees alone.
         for (s, e) in missing.iter().zip(ev.evaluate(&missing)?) {
             measured.insert(s.clone(), e.score);
+            found.push(Found {
+                seq: s.clone(),
+                effect: e,
+                source: Source::Part,
+            });
         }
-        let mut scored: Vec<(f64, f64, Found)> = best
-            .drain(..)
+        let mut scored: Vec<(f64, f64, Found)> = minimal(ranked(&found, found.len()), p.top * 3)
+            .into_iter()
             .map(|f| {
-                let z = calibration.z(f.effect.score);
-                let takeover = match objective {
-                    Objective::Classifier | Objective::NextToken => {
-                        calibrate::takeover_confidence(f.effect.hits, f.effect.trials)
-                    }
-                    _ => 1.0,
-                };
+                let (s, z) = standing(&f.effect);
                 // A sequence is evidence beyond its parts only as far as they fall short:
                 // `mn tq` whose halves do nothing counts in full; two tokens that each
                 // flip most inputs already, stacked, count for little. Squared, so a part
@@ -638,7 +662,7 @@ impl TriggerHunt {
                 } else {
                     1.0
                 };
-                (calibrate::suspicion_of_z(z) * takeover * beyond, z, f)
+                (s * beyond, z, f)
             })
             .collect();
         scored.sort_by(|a, b| {
@@ -647,6 +671,14 @@ impl TriggerHunt {
                 .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
         });
         scored.truncate(p.top);
+        let mut texts = match objective {
+            Objective::NextToken | Objective::TargetText => {
+                let seqs: Vec<Vec<u32>> = scored.iter().map(|s| s.2.seq.clone()).collect();
+                continuation_targets(&ev, model, &seqs, &screen, p.target_text.as_deref())?
+            }
+            _ => Vec::new(),
+        }
+        .into_iter();
         let mut triggers = Vec::with_capacity(scored.len());
         for (suspicion, z, f) in scored {
             let target = match objective {
@@ -657,10 +689,8 @@ impl TriggerHunt {
                         label_id: id,
                     }
                 }
-                Objective::NextToken | Objective::TargetText => {
-                    continuation(&ev, model, &f.seq, &screen, p.target_text.as_deref())?
-                }
                 Objective::Representation => Target::Representation,
+                _ => texts.next().unwrap_or(Target::Representation),
             };
             triggers.push(Trigger {
                 text: decode(model, &f.seq),
@@ -797,8 +827,14 @@ fn stage(name: &str, (t, rows): (Instant, u64), ev: &Evaluator, candidates: usiz
 /// Classifier with labels → flips; bare encoder → representations; decoder → next token
 /// (or the target text when one is given).
 fn default_objective(model: &Model, p: &HuntParams) -> Objective {
+    default_objective_of(model, p.target_text.is_some())
+}
+
+/// The objective a model's head calls for (a target text turns a decoder's into
+/// [`Objective::TargetText`]).
+pub(crate) fn default_objective_of(model: &Model, target_text: bool) -> Objective {
     match model.info().family {
-        Family::Llama if p.target_text.is_some() => Objective::TargetText,
+        Family::Llama if target_text => Objective::TargetText,
         Family::Llama => Objective::NextToken,
         _ if model.info().labels.is_some() => Objective::Classifier,
         _ => Objective::Representation,
@@ -929,33 +965,36 @@ fn parts(seq: &[u32]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Greedy continuation a decoder finding forces, and how many probes agree on it.
-fn continuation(
+/// Greedy continuation each decoder finding forces, and how many probes agree on it.
+fn continuation_targets(
     ev: &Evaluator,
     model: &Model,
-    seq: &[u32],
+    seqs: &[Vec<u32>],
     rows: &[usize],
     given: Option<&str>,
-) -> Result<Target> {
+) -> Result<Vec<Target>> {
     const STEPS: usize = 4;
-    let conts = ev.continuations(seq, rows, STEPS)?;
-    let mut counts: BTreeMap<&[u32], usize> = BTreeMap::new();
-    for c in &conts {
-        *counts.entry(c).or_default() += 1;
+    let mut out = Vec::with_capacity(seqs.len());
+    for conts in ev.continuations(seqs, rows, STEPS)? {
+        let mut counts: BTreeMap<&[u32], usize> = BTreeMap::new();
+        for c in &conts {
+            *counts.entry(c).or_default() += 1;
+        }
+        let (ids, n) = counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .unwrap_or((&[], 0));
+        let text = match given {
+            Some(t) if ids.is_empty() => t.to_string(),
+            _ => model.tokenizer().decode(ids, false).unwrap_or_default(),
+        };
+        out.push(Target::Text {
+            text,
+            token_ids: ids.to_vec(),
+            agreement: n as f64 / conts.len().max(1) as f64,
+        });
     }
-    let (ids, n) = counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-        .unwrap_or((&[], 0));
-    let text = match given {
-        Some(t) if ids.is_empty() => t.to_string(),
-        _ => model.tokenizer().decode(ids, false).unwrap_or_default(),
-    };
-    Ok(Target::Text {
-        text,
-        token_ids: ids.to_vec(),
-        agreement: n as f64 / conts.len().max(1) as f64,
-    })
+    Ok(out)
 }
 
 /// Beam search over sequences up to `max_len`; returns whether it finished in budget.
@@ -993,13 +1032,17 @@ fn beam(
         }
     }
     let mut seen: HashSet<Vec<u32>> = found.iter().map(|f| f.seq.clone()).collect();
+    let mut grad_cost = Duration::ZERO;
     for len in 2..=p.max_len {
         progress.begin(&format!("beam: {len} tokens"), None);
         let mut next: Vec<(Vec<u32>, Source)> = Vec::new();
         for b in beam.iter().filter(|b| b.seq.len() == len - 1) {
             let mut after = ext.clone();
             let mut before: Vec<u32> = ext.clone();
-            if gradients && !clock.past(share) {
+            // Two gradient calls cost seconds on a real model and produce no rows: start
+            // them only when the last pair says they end inside the share.
+            if gradients && clock.fits(share, grad_cost) {
+                let t = Instant::now();
                 let label = b
                     .effect
                     .target
@@ -1019,6 +1062,7 @@ fn beam(
                 before.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
                     vocab.is_candidate(i) && !domain.contains(&i)
                 }));
+                grad_cost = t.elapsed();
             }
             for &t in &after {
                 let mut s = b.seq.clone();

@@ -502,30 +502,45 @@ impl<'m> Evaluator<'m> {
         })
     }
 
-    /// Greedy continuation of the probe rows `idx` with `seq` inserted (decoders): `steps`
-    /// tokens each.
-    pub fn continuations(&self, seq: &[u32], idx: &[usize], steps: usize) -> Result<Vec<Vec<u32>>> {
-        let mut rows: Vec<Vec<u32>> = idx.iter().map(|&i| self.probes[i].with(seq)).collect();
+    /// Greedy continuations of the probe rows `idx` with each of `seqs` inserted (decoders):
+    /// `steps` tokens per row, grouped by sequence. All rows share each forward pass, in
+    /// batches of `batch_rows`.
+    pub fn continuations(
+        &self,
+        seqs: &[Vec<u32>],
+        idx: &[usize],
+        steps: usize,
+    ) -> Result<Vec<Vec<Vec<u32>>>> {
+        let mut rows: Vec<Vec<u32>> = seqs
+            .iter()
+            .flat_map(|s| idx.iter().map(|&i| self.probes[i].with(s)))
+            .collect();
         let mut conts = vec![Vec::with_capacity(steps); rows.len()];
         for _ in 0..steps {
-            let batch = Batch::from_ids(
-                &rows,
-                self.model.pad_id(),
-                PaddingSide::Right,
-                self.model.device(),
-            )?;
-            self.rows_run.set(self.rows_run.get() + rows.len() as u64);
-            let out = self.model.forward_with_states(&batch)?;
-            let logits = out
-                .logits
-                .ok_or_else(|| Error::InvalidArgument("continuations need a decoder".into()))?;
-            let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-            for ((r, c), t) in rows.iter_mut().zip(&mut conts).zip(next) {
-                r.push(t);
-                c.push(t);
+            for (chunk, cont) in rows
+                .chunks_mut(self.batch_rows)
+                .zip(conts.chunks_mut(self.batch_rows))
+            {
+                let batch = Batch::from_ids(
+                    chunk,
+                    self.model.pad_id(),
+                    PaddingSide::Right,
+                    self.model.device(),
+                )?;
+                self.rows_run.set(self.rows_run.get() + chunk.len() as u64);
+                let out = self.model.forward_with_states(&batch)?;
+                let logits = out
+                    .logits
+                    .ok_or_else(|| Error::InvalidArgument("continuations need a decoder".into()))?;
+                let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+                for ((r, c), t) in chunk.iter_mut().zip(cont.iter_mut()).zip(next) {
+                    r.push(t);
+                    c.push(t);
+                }
             }
         }
-        Ok(conts)
+        let per = idx.len().max(1);
+        Ok(conts.chunks(per).map(<[Vec<u32>]>::to_vec).collect())
     }
 }
 
