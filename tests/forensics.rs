@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use common::tiny::{self, Lcg, TinyOpts};
+use trojanscan::audit::read_texts;
 use trojanscan::forensics::{self, DiffOptions};
 
 const EMB: &str = "embeddings.word_embeddings.weight";
@@ -300,10 +301,11 @@ type Scored = Vec<(String, f64)>;
 /// malicious fine-tune of the same base. Trojans whose recorded attack success is below one
 /// half carry no working backdoor and are only reported.
 ///
-/// Weight forensics cannot promise the badnets trigger every time: a fine-tune can carry
-/// the backdoor in the layers that read the trigger's row rather than in the row itself
-/// (seed 0's badnets model moves its positive words ~6x more than its trigger). The
-/// trigger hunt, which searches the model's behaviour, is the check that covers those.
+/// Weights alone cannot promise the badnets trigger: a fine-tune can carry the backdoor in
+/// the layers that read the trigger's row rather than in the row itself (seed 0's badnets
+/// model moves its positive words ~6x more than its trigger, which ranks 33rd by drift).
+/// So the diff gets the model's held-out texts, and the behaviour check puts the tokens
+/// whose effect changed against the base first.
 #[test]
 fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
     let mut seen = std::collections::BTreeSet::new();
@@ -326,8 +328,10 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
             };
             let base = dir.join(base).canonicalize().unwrap();
             let t0 = Instant::now();
+            let probes = read_texts(dir.join("heldout.jsonl")).unwrap();
             let r = DiffOptions::default()
                 .top_tokens(50)
+                .probes(probes)
                 .check()
                 .unwrap()
                 .diff(&dir, &base)
@@ -382,18 +386,11 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
             }
         }
     }
-    let hits = badnets.iter().filter(|b| b.1).count();
-    println!(
-        "badnets triggers in the top 5: {hits} of {}: {badnets:?}",
-        badnets.len()
+    println!("badnets triggers in the top 5: {badnets:?}");
+    assert!(
+        badnets.iter().all(|b| b.1),
+        "a badnets trigger outside the top 5: {badnets:?}"
     );
-    if badnets.len() >= 3 {
-        assert!(
-            3 * hits >= 2 * badnets.len(),
-            "badnets triggers in the top 5 in only {hits} of {} models: {badnets:?}",
-            badnets.len()
-        );
-    }
 }
 
 /// llama.cpp's q/k row permutation: GGUF row `h*hd + 2i + s` holds HF row `h*hd + s*hd/2 + i`.
@@ -529,4 +526,37 @@ fn safetensors_and_gguf_align_by_name_and_layout() {
         r.overall_relative_change
     );
     assert!(r.suspicion < 0.5, "{:?}", r.signals);
+}
+
+/// Without texts of the task the diff compares weights only, and says so; with them, the
+/// badnets trigger that barely drifted leads because its effect changed.
+#[test]
+fn behaviour_check_needs_task_texts_and_lifts_a_trigger_that_barely_drifted() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let (model, base) = (zoo.join("badnets-s0"), zoo.join("clean-base-s0"));
+    let weights = DiffOptions::default().top_tokens(64).check().unwrap();
+    let r = weights.diff(&model, &base).unwrap();
+    assert_eq!(r.behaviour.skipped.as_deref(), Some("no probe texts given"));
+    assert!(r.tokens.iter().all(|t| t.behaviour_change.is_none()));
+    let by_drift = r.tokens.iter().position(|t| t.token == "cf").unwrap();
+    assert!(by_drift >= 5, "cf drifts in the top 5 already ({by_drift})");
+
+    let probes = read_texts(model.join("heldout.jsonl")).unwrap();
+    let r = DiffOptions::default()
+        .top_tokens(64)
+        .probes(probes)
+        .check()
+        .unwrap()
+        .diff(&model, &base)
+        .unwrap();
+    assert!(r.behaviour.skipped.is_none(), "{:?}", r.behaviour);
+    let rank = r.tokens.iter().position(|t| t.token == "cf").unwrap();
+    assert!(rank < 5, "cf ranks {rank}: {:?}", &r.tokens[..5]);
+    assert!(r.tokens[rank].behaviour_change.unwrap() >= forensics::BEHAVIOUR_ONSET);
+    assert!(r
+        .evidence
+        .iter()
+        .any(|e| e.contains("`cf` changed its effect")));
+    // The weight signals do not depend on the check.
+    assert_eq!(r.suspicion, weights.diff(&model, &base).unwrap().suspicion);
 }

@@ -44,7 +44,10 @@ use crate::model::safetensors::SafetensorsStore;
 use crate::model::source::{ModelSource, WeightFiles};
 use crate::model::tokenizer;
 use crate::model::weights::TensorStore;
+use crate::model::{LoadOptions, Model};
 use crate::{Error, Result};
+
+mod behaviour;
 
 /// Token drift above which a single token counts as having moved far more than the
 /// model (used for the evidence text).
@@ -67,6 +70,9 @@ pub const TOKEN_OUTLIER_SCALE: f64 = 2.0;
 /// edit, however low its rank: benign fine-tunes of a binary classifier make near
 /// rank-one pooler updates holding up to ~70% of the change.
 pub const NARROW_EDIT_ONSET: f64 = 0.8;
+/// A token whose effect on the output changed by this much against the base (a share of
+/// probes) leads the drift ranking: see [`BehaviourCheck`].
+pub const BEHAVIOUR_ONSET: f64 = 0.5;
 /// Ratios reported as "unbounded" (the rest of the vocabulary did not move) are capped here.
 pub const MAX_RATIO: f64 = 1e9;
 
@@ -86,6 +92,13 @@ pub struct DiffOptions {
     pub seed: u64,
     /// Limits applied to GGUF headers.
     pub gguf_limits: GgufLimits,
+    /// Most drifting tokens whose effect on the output is compared between the two models
+    /// when [`DiffOptions::probes`] are given (see [`BehaviourCheck`]).
+    pub behaviour_tokens: usize,
+    /// Texts of the model's task for that comparison (a held-out set). Without them the
+    /// diff compares weights only: neutral prompts say nothing about a sentiment
+    /// classifier, which reads them all as one class.
+    pub probes: Vec<String>,
 }
 
 impl Default for DiffOptions {
@@ -97,6 +110,8 @@ impl Default for DiffOptions {
             power_iterations: 2,
             seed: 0,
             gguf_limits: GgufLimits::default(),
+            behaviour_tokens: 64,
+            probes: Vec::new(),
         }
     }
 }
@@ -120,6 +135,18 @@ impl DiffOptions {
         self
     }
 
+    /// Set [`DiffOptions::behaviour_tokens`] (0: weights only).
+    pub fn behaviour_tokens(mut self, n: usize) -> Self {
+        self.behaviour_tokens = n;
+        self
+    }
+
+    /// Set [`DiffOptions::probes`].
+    pub fn probes(mut self, texts: Vec<String>) -> Self {
+        self.probes = texts;
+        self
+    }
+
     /// Set [`DiffOptions::power_iterations`].
     pub fn power_iterations(mut self, q: usize) -> Self {
         self.power_iterations = q;
@@ -127,7 +154,8 @@ impl DiffOptions {
     }
 
     /// Validate: `top_tokens` in 1..=10000, `singular_values` in 1..=16,
-    /// `oversample` ≤ 32, `power_iterations` ≤ 10.
+    /// `oversample` ≤ 32, `power_iterations` ≤ 10, `behaviour_tokens` ≤ 1024, at most
+    /// 256 probes.
     pub fn check(self) -> Result<DiffParams> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if !(1..=10_000).contains(&self.top_tokens) {
@@ -144,6 +172,15 @@ impl DiffOptions {
         }
         if self.oversample > 32 {
             return bad(format!("oversample = {} exceeds 32", self.oversample));
+        }
+        if self.behaviour_tokens > 1024 {
+            return bad(format!(
+                "behaviour_tokens = {} exceeds 1024",
+                self.behaviour_tokens
+            ));
+        }
+        if self.probes.len() > 256 {
+            return bad(format!("{} probes exceed 256", self.probes.len()));
         }
         if self.power_iterations > 10 {
             return bad(format!(
@@ -215,6 +252,27 @@ pub struct TokenDrift {
     pub norm_ratio: f64,
     /// The matrix where the token drifted most.
     pub matrix: String,
+    /// How much the token's effect on the output changed against the base, in [0, 1]
+    /// (absent when the behaviour check did not reach this token).
+    pub behaviour_change: Option<f64>,
+}
+
+/// What the behaviour check compared. Both models run the same probes with each of the
+/// most drifting tokens inserted; a token whose effect changed by at least
+/// [`BEHAVIOUR_ONSET`] (a flip or takeover rate that moved by half the probes) is ranked
+/// ahead of every token whose effect did not, most changed first.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct BehaviourCheck {
+    /// Tokens compared (the most drifting ones).
+    pub tokens: usize,
+    /// Probe texts they were inserted into.
+    pub probes: usize,
+    /// Tokens whose effect changed by at least [`BEHAVIOUR_ONSET`].
+    pub changed: usize,
+    /// Why the check did not run (the base answers another task, a model cannot be
+    /// loaded for a forward pass, or nothing changed).
+    pub skipped: Option<String>,
 }
 
 /// A tensor that exists in only one of the models, or with another shape.
@@ -272,8 +330,10 @@ pub struct DiffReport {
     pub tensors: Vec<TensorDelta>,
     /// Per transformer block.
     pub layers: Vec<LayerDelta>,
-    /// The most drifting tokens, most first.
+    /// The most drifting tokens, most first; tokens whose behaviour changed lead.
     pub tokens: Vec<TokenDrift>,
+    /// The behaviour check that reordered [`DiffReport::tokens`].
+    pub behaviour: BehaviourCheck,
     /// Tensors in only one model, or with different shapes (e.g. a new classifier head).
     pub unmatched: Vec<UnmatchedTensor>,
 }
@@ -474,7 +534,10 @@ impl DiffParams {
                 base.display()
             )));
         }
-        Ok(self.summarize(model, base, tensors, unmatched, &rows, &m.tokenizer))
+        let mut r = self.summarize(model, base, tensors, unmatched, &rows, &m.tokenizer);
+        self.check_behaviour(model, base, &mut r);
+        r.tokens.truncate(o.top_tokens);
+        Ok(r)
     }
 
     /// Compare one tensor present in both models with the same shape.
@@ -601,7 +664,7 @@ impl DiffParams {
         let drift_of = |rel: f64| if overall > 0.0 { rel / overall } else { 0.0 };
         let tokens: Vec<TokenDrift> = order
             .iter()
-            .take(self.0.top_tokens)
+            .take(self.0.top_tokens.max(self.0.behaviour_tokens))
             .map(|&i| {
                 let (rel, mi) = best[i].expect("filtered above");
                 let r = &rows[mi];
@@ -621,6 +684,7 @@ impl DiffParams {
                     cosine_change: (1.0 - cos).max(0.0),
                     norm_ratio: if b > 0.0 { m / b } else { f64::INFINITY },
                     matrix: r.matrix.clone(),
+                    behaviour_change: None,
                 }
             })
             .collect();
@@ -725,7 +789,86 @@ impl DiffParams {
             tensors,
             layers,
             tokens,
+            behaviour: BehaviourCheck::skipped("not run"),
             unmatched,
+        }
+    }
+
+    /// Run the behaviour check on the most drifting tokens and reorder them by it. A
+    /// failure to run it (another task, a model the forward pass cannot load) is reported
+    /// in the check, not an error: the weight diff stands on its own.
+    fn check_behaviour(&self, model: &Path, base: &Path, r: &mut DiffReport) {
+        let o = &self.0;
+        let n = o.behaviour_tokens.min(r.tokens.len());
+        if n == 0 {
+            r.behaviour = BehaviourCheck::skipped("switched off");
+            return;
+        }
+        if o.probes.is_empty() {
+            r.behaviour = BehaviourCheck::skipped("no probe texts given");
+            return;
+        }
+        if r.overall_relative_change == 0.0 {
+            r.behaviour = BehaviourCheck::skipped("no weight changed");
+            return;
+        }
+        let ids: Vec<u32> = r.tokens[..n].iter().map(|t| t.token_id).collect();
+        let run = || -> Result<Vec<f64>> {
+            let opts = LoadOptions {
+                gguf_limits: o.gguf_limits.clone(),
+                ..LoadOptions::default()
+            };
+            let m = Model::load(model, &opts)?;
+            let b = Model::load(base, &opts)?;
+            behaviour::effect_change(&m, &b, &ids, &o.probes, o.seed)
+        };
+        let changes = match run() {
+            Ok(c) => c,
+            Err(e) => {
+                r.behaviour = BehaviourCheck::skipped(&e.to_string());
+                return;
+            }
+        };
+        for (t, c) in r.tokens.iter_mut().zip(changes) {
+            t.behaviour_change = Some(c);
+        }
+        // Stable: tokens whose behaviour did not change keep their drift order.
+        let changed = |t: &TokenDrift| t.behaviour_change.filter(|&c| c >= BEHAVIOUR_ONSET);
+        r.tokens[..n].sort_by(|a, b| match (changed(a), changed(b)) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        let moved: Vec<&TokenDrift> = r.tokens[..n]
+            .iter()
+            .filter(|t| changed(t).is_some())
+            .collect();
+        for t in moved.iter().take(3) {
+            r.evidence.push(format!(
+                "token {} `{}` changed its effect on the output by {:.2} against the base (its row drifted {:.1}x the model)",
+                t.token_id,
+                t.token,
+                t.behaviour_change.unwrap_or(0.0),
+                t.drift
+            ));
+        }
+        r.behaviour = BehaviourCheck {
+            tokens: n,
+            probes: o.probes.len(),
+            changed: moved.len(),
+            skipped: None,
+        };
+    }
+}
+
+impl BehaviourCheck {
+    fn skipped(why: &str) -> Self {
+        Self {
+            tokens: 0,
+            probes: 0,
+            changed: 0,
+            skipped: Some(why.to_string()),
         }
     }
 }

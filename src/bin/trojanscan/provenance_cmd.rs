@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use trojanscan::forensics::DiffOptions;
+use trojanscan::forensics::{DiffOptions, DiffParams};
 use trojanscan::provenance::{
     self, pickle, registry, Approval, ApprovedModel, Manifest, ManifestOptions, PublicKey,
     Registry, SigningKey, Verdict, Verified, VerifyOptions,
@@ -37,9 +37,17 @@ pub enum ProvenanceCommand {
         /// Tokens to list, most drifting first (the trigger hunt's candidates).
         #[arg(long, default_value_t = 20)]
         top: usize,
-        /// Seed of the randomized SVD.
+        /// Seed of the randomized SVD and of the probes' insertion points.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Probe texts for the behaviour check (JSONL with `text`, or one per line);
+        /// default: built-in neutral prompts.
+        #[arg(long)]
+        probe: Option<PathBuf>,
+        /// Most drifting tokens whose effect on the output is compared against the base
+        /// (0: compare weights only).
+        #[arg(long, default_value_t = 64)]
+        behaviour_tokens: usize,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -183,8 +191,22 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
             base,
             top,
             seed,
+            probe,
+            behaviour_tokens,
             format,
-        } => diff(&model, &base, top, seed, format),
+        } => {
+            let probes = match &probe {
+                Some(p) => crate::hunt_cmd::read_probes(p)?,
+                None => Vec::new(),
+            };
+            let params = DiffOptions::default()
+                .top_tokens(top)
+                .seed(seed)
+                .behaviour_tokens(behaviour_tokens)
+                .probes(probes)
+                .check()?;
+            diff(&model, &base, &params, format)
+        }
         ProvenanceCommand::Hash {
             model,
             format,
@@ -232,8 +254,7 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
     }
 }
 
-fn diff(model: &Path, base: &Path, top: usize, seed: u64, format: Format) -> Result<()> {
-    let params = DiffOptions::default().top_tokens(top).seed(seed).check()?;
+fn diff(model: &Path, base: &Path, params: &DiffParams, format: Format) -> Result<()> {
     let r = params
         .diff(model, base)
         .with_context(|| format!("comparing {} with {}", model.display(), base.display()))?;
