@@ -32,6 +32,12 @@ if [ -z "$browser" ]; then
     echo "no Chromium found (set \$CHROME); the report is at $html" >&2
     exit 1
 fi
-"$browser" --headless=new --disable-gpu --no-sandbox --hide-scrollbars \
-    --window-size=1100,2600 --screenshot="$out" "file://$(realpath "$html")"
+# No network: background networking, component updates and sync would only try to
+# reach Google's hosts. A throwaway profile keeps the run from touching the user's.
+profile=$(mktemp -d)
+trap 'rm -rf "$profile"' EXIT
+"$browser" --headless=new --disable-gpu --no-sandbox --hide-scrollbars --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$profile" --window-size=1100,2600 --screenshot="$(realpath -m "$out")" \
+    "file://$(realpath "$html")"
 echo "scan exit $code; report $html; screenshot $out"
