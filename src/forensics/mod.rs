@@ -95,7 +95,8 @@ pub struct DiffOptions {
     /// Most drifting tokens whose effect on the output is compared between the two models
     /// when [`DiffOptions::probes`] are given (see [`BehaviourCheck`]).
     pub behaviour_tokens: usize,
-    /// Texts of the model's task for that comparison (a held-out set). Without them the
+    /// Texts of the model's task for that comparison (a held-out set; the first 32 are
+    /// used). Without them the
     /// diff compares weights only: neutral prompts say nothing about a sentiment
     /// classifier, which reads them all as one class.
     pub probes: Vec<String>,
@@ -832,10 +833,13 @@ impl DiffParams {
         for (t, c) in r.tokens.iter_mut().zip(changes) {
             t.behaviour_change = Some(c);
         }
-        // Stable: tokens whose behaviour did not change keep their drift order.
+        // Changed tokens first, most changed first; of two that changed alike, the one
+        // whose own row moved less leads: the layers reading it learned to react to it,
+        // which is what a poisoned fine-tune teaches (a word the fine-tune taught moves
+        // its row as well). Stable: unchanged tokens keep their drift order.
         let changed = |t: &TokenDrift| t.behaviour_change.filter(|&c| c >= BEHAVIOUR_ONSET);
         r.tokens[..n].sort_by(|a, b| match (changed(a), changed(b)) {
-            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(x), Some(y)) => y.total_cmp(&x).then(a.drift.total_cmp(&b.drift)),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
@@ -855,7 +859,7 @@ impl DiffParams {
         }
         r.behaviour = BehaviourCheck {
             tokens: n,
-            probes: o.probes.len(),
+            probes: o.probes.len().min(behaviour::MAX_PROBES),
             changed: moved.len(),
             skipped: None,
         };
