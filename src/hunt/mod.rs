@@ -328,6 +328,9 @@ struct Found {
     source: Source,
 }
 
+/// Parts of suspicious sequences measured alone at most, in the ranking stage.
+const MAX_PARTS: usize = 48;
+
 /// Hints (most drifting first) whose ordered pairs are tried as two-token candidates.
 const HINT_PAIRS_FROM: usize = 20;
 
@@ -622,16 +625,19 @@ impl TriggerHunt {
             .map(|f| (f.seq.clone(), f.effect.score))
             .collect();
         // Only a finding that would be suspicious needs its parts measured (they can only
-        // lower its standing), which keeps this stage small on a clean model.
-        let mut missing: Vec<Vec<u32>> = minimal(ranked(&found, found.len()), p.top * 3)
-            .iter()
-            .filter(|f| f.seq.len() > 1 && standing(&f.effect).0 > 1e-3)
-            .flat_map(|f| parts(&f.seq))
-            .filter(|s| !measured.contains_key(s))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        missing.sort();
+        // lower its standing), which keeps this stage small on a clean model; at most
+        // `MAX_PARTS` of them, the best findings' first, bound it on a trojaned one.
+        let mut missing: Vec<Vec<u32>> = Vec::new();
+        for f in minimal(ranked(&found, found.len()), p.top * 3) {
+            if f.seq.len() > 1 && standing(&f.effect).0 > 1e-3 {
+                for s in parts(&f.seq) {
+                    if !measured.contains_key(&s) && !missing.contains(&s) {
+                        missing.push(s);
+                    }
+                }
+            }
+        }
+        missing.truncate(MAX_PARTS);
         // The parts are findings in their own right: a sequence the beam grew around one
         // piece of a long trigger (`ram` of "ultramarine okapi") is carried by that piece,
         // which only this measurement sees alone.
