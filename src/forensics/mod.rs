@@ -96,9 +96,9 @@ pub struct DiffOptions {
     /// when [`DiffOptions::probes`] are given (see [`BehaviourCheck`]).
     pub behaviour_tokens: usize,
     /// Texts of the model's task for that comparison (a held-out set; the first 32 are
-    /// used). Without them the
-    /// diff compares weights only: neutral prompts say nothing about a sentiment
-    /// classifier, which reads them all as one class.
+    /// used, so a file of any length will do). Without them the diff compares weights
+    /// only: neutral prompts say nothing about a sentiment classifier, which reads them
+    /// all as one class.
     pub probes: Vec<String>,
 }
 
@@ -155,8 +155,7 @@ impl DiffOptions {
     }
 
     /// Validate: `top_tokens` in 1..=10000, `singular_values` in 1..=16,
-    /// `oversample` ≤ 32, `power_iterations` ≤ 10, `behaviour_tokens` ≤ 1024, at most
-    /// 256 probes.
+    /// `oversample` ≤ 32, `power_iterations` ≤ 10, `behaviour_tokens` ≤ 1024.
     pub fn check(self) -> Result<DiffParams> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if !(1..=10_000).contains(&self.top_tokens) {
@@ -179,9 +178,6 @@ impl DiffOptions {
                 "behaviour_tokens = {} exceeds 1024",
                 self.behaviour_tokens
             ));
-        }
-        if self.probes.len() > 256 {
-            return bad(format!("{} probes exceed 256", self.probes.len()));
         }
         if self.power_iterations > 10 {
             return bad(format!(
@@ -261,7 +257,8 @@ pub struct TokenDrift {
 /// What the behaviour check compared. Both models run the same probes with each of the
 /// most drifting tokens inserted; a token whose effect changed by at least
 /// [`BEHAVIOUR_ONSET`] (a flip or takeover rate that moved by half the probes) is ranked
-/// ahead of every token whose effect did not, most changed first.
+/// ahead of every token whose effect did not, most changed first and, at equal change,
+/// least drifted first.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct BehaviourCheck {
@@ -917,7 +914,14 @@ mod tests {
         assert!(DiffOptions::default().top_tokens(0).check().is_err());
         assert!(DiffOptions::default().singular_values(17).check().is_err());
         assert!(DiffOptions::default().power_iterations(11).check().is_err());
+        assert!(DiffOptions::default()
+            .behaviour_tokens(1025)
+            .check()
+            .is_err());
         assert!(DiffOptions::default().check().is_ok());
+        // A held-out file of any length will do: the check reads its first texts.
+        let long = vec!["a held-out text".to_string(); 5000];
+        assert!(DiffOptions::default().probes(long).check().is_ok());
     }
 
     #[test]

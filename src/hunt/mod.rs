@@ -677,27 +677,25 @@ impl TriggerHunt {
                 .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
         });
         scored.truncate(p.top);
-        let mut texts = match objective {
+        let targets: Vec<Target> = match objective {
             Objective::NextToken | Objective::TargetText => {
                 let seqs: Vec<Vec<u32>> = scored.iter().map(|s| s.2.seq.clone()).collect();
                 continuation_targets(&ev, model, &seqs, &screen, p.target_text.as_deref())?
             }
-            _ => Vec::new(),
-        }
-        .into_iter();
-        let mut triggers = Vec::with_capacity(scored.len());
-        for (suspicion, z, f) in scored {
-            let target = match objective {
-                Objective::Classifier => {
-                    let id = f.effect.target.unwrap_or(0);
+            Objective::Classifier => scored
+                .iter()
+                .map(|s| {
+                    let id = s.2.effect.target.unwrap_or(0);
                     Target::Label {
                         label: label_name(model, id),
                         label_id: id,
                     }
-                }
-                Objective::Representation => Target::Representation,
-                _ => texts.next().unwrap_or(Target::Representation),
-            };
+                })
+                .collect(),
+            Objective::Representation => vec![Target::Representation; scored.len()],
+        };
+        let mut triggers = Vec::with_capacity(scored.len());
+        for ((suspicion, z, f), target) in scored.into_iter().zip(targets) {
             triggers.push(Trigger {
                 text: decode(model, &f.seq),
                 tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
