@@ -268,24 +268,6 @@ fn minilm_against_itself() {
     assert!(r.tensors.iter().any(|t| t.name == EMB));
 }
 
-/// The zoos to check: the committed one when it exists, and the full one when built
-/// (`$TROJANSCAN_ZOO_FULL`, else `zoo-full/`).
-fn zoos() -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    let committed = common::root().join("testdata/zoo");
-    let full = std::env::var_os("TROJANSCAN_ZOO_FULL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| common::root().join("zoo-full"));
-    for z in [committed, full] {
-        if z.join("index.json").is_file() {
-            v.push(z);
-        } else {
-            println!("skipping zoo {}: no index.json", z.display());
-        }
-    }
-    v
-}
-
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -310,7 +292,7 @@ type Scored = Vec<(String, f64)>;
 fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
     let mut seen = std::collections::BTreeSet::new();
     let mut badnets: Vec<(String, bool)> = Vec::new();
-    for zoo in zoos() {
+    for zoo in common::zoos() {
         let index = read_json(&zoo.join("index.json"));
         // base dir -> (clean-finetune suspicions, malicious (name, suspicion))
         let mut by_base: std::collections::BTreeMap<std::path::PathBuf, (Scored, Scored)> =

@@ -538,7 +538,12 @@ impl Model {
             .iter()
             .map(|t| self.tokenize(t.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        Batch::from_ids(&ids, self.pad_id, self.padding, &self.device)
+        self.batch(&ids)
+    }
+
+    /// Pad token-id sequences into a batch on the model's device, padded on its side.
+    pub fn batch(&self, ids: &[Vec<u32>]) -> Result<Batch> {
+        Batch::from_ids(ids, self.pad_id, self.padding, &self.device)
     }
 
     /// Token embeddings `[b, s, h]` for a batch's ids: the input that

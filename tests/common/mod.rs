@@ -26,6 +26,24 @@ pub fn fixture(rel: &str) -> Option<PathBuf> {
     }
 }
 
+/// The zoos to check: the committed one when it exists, and the full one when built
+/// (`$TROJANSCAN_ZOO_FULL`, else `zoo-full/`).
+pub fn zoos() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let committed = root().join("testdata/zoo");
+    let full = std::env::var_os("TROJANSCAN_ZOO_FULL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("zoo-full"));
+    for z in [committed, full] {
+        if z.join("index.json").is_file() {
+            v.push(z);
+        } else {
+            println!("skipping zoo {}: no index.json", z.display());
+        }
+    }
+    v
+}
+
 pub fn minilm() -> Option<PathBuf> {
     fixture("minilm")
 }

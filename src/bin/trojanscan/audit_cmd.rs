@@ -23,9 +23,13 @@ pub struct AuditArgs {
     /// PCA dimensions before clustering.
     #[arg(long, default_value_t = 10)]
     dims: usize,
-    /// Seed of PCA and k-means.
+    /// Seed of PCA, k-means and the trigger insertion test.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Clustering only: do not explain suspicious groups by shared tokens or test those
+    /// as a trigger.
+    #[arg(long)]
+    no_attribution: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -40,6 +44,7 @@ pub fn run(args: AuditArgs, device: DeviceChoice) -> Result<()> {
         layer: args.layer,
         dims: args.dims,
         seed: args.seed,
+        attribution: !args.no_attribution,
         ..AuditParams::default()
     };
     let report = params.check()?.run(&model, &rows)?;
@@ -67,6 +72,9 @@ pub fn run(args: AuditArgs, device: DeviceChoice) -> Result<()> {
             if c.flagged { "FLAGGED" } else { "clean  " },
             c.evidence
         )?;
+    }
+    for note in &report.notes {
+        writeln!(out, "note:      {note}")?;
     }
     for &i in report.flagged.iter().take(10) {
         writeln!(out, "  line {:>6}: {:?}", i + 1, rows[i].text)?;

