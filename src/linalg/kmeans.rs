@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::{column_sums, shifted_sum_squares};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -119,8 +120,9 @@ impl KMeans {
         }
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
-        let var = x.broadcast_sub(&x.mean_keepdim(0)?)?.sqr()?.mean_all()?;
-        let tol = p.tolerance * f64::from(var.to_scalar::<f32>()?);
+        let mean = (column_sums(&x)? / n as f64)?;
+        let var = shifted_sum_squares(&x, &mean)? / (n * d) as f64;
+        let tol = p.tolerance * var;
         let mut rng = Rng::new(p.seed, "kmeans");
         let mut best: Option<KMeansFit> = None;
         for _ in 0..p.restarts {
@@ -164,7 +166,10 @@ impl KMeans {
             let cand = x.index_select(&idx, 0)?; // [t, d]
                                                  // For each trial: the potential if it joined the centres.
             let merged = sq_distances(x, x2, &cand)?.broadcast_minimum(&closest.unsqueeze(1)?)?;
-            let pot = merged.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let pot = column_sums(&merged)?
+                .squeeze(0)?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?;
             let bi = (0..pot.len())
                 .min_by(|&a, &b| pot[a].total_cmp(&pot[b]))
                 .unwrap_or(0);
@@ -185,7 +190,7 @@ impl KMeans {
             let d2 = sq_distances(x, x2, &c)?;
             let labels = d2.argmin_keepdim(1)?; // [n, 1]
             let onehot = labels.broadcast_eq(&ks)?.to_dtype(DType::F32)?; // [n, k]
-            let counts = onehot.sum(0)?; // [k]
+            let counts = column_sums(&onehot)?.squeeze(0)?; // [k]
             let sums = onehot.t()?.matmul(x)?; // [k, d]
             let cnt = counts.to_vec1::<f32>()?;
             let next = if cnt.iter().all(|&v| v > 0.0) {

@@ -25,9 +25,52 @@
 //! # Ok::<(), trojanscan::Error>(())
 //! ```
 
+use candle_core::{DType, Tensor};
+
+use crate::Result;
+
 mod kmeans;
 mod pca;
 pub(crate) mod svd;
+
+/// Rows per block of the column reductions below.
+const REDUCE_BLOCK: usize = 16_384;
+
+/// Column sums `[1, d]` (f32) of a 2-D f32 tensor, as `1ᵀX` matmuls over row blocks
+/// added in f64. candle's dim-0 reductions walk memory with a stride of a row and run an
+/// order of magnitude slower than the gemm (0.5 s against 0.04 s for 100k × 768 on two
+/// cores); the blocks also keep the f32 accumulation short.
+pub(crate) fn column_sums(x: &Tensor) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    let dev = x.device();
+    let ones = Tensor::ones((1, n.clamp(1, REDUCE_BLOCK)), DType::F32, dev)?;
+    let mut acc = Tensor::zeros((1, d), DType::F64, dev)?;
+    let mut start = 0;
+    while start < n {
+        let b = REDUCE_BLOCK.min(n - start);
+        let part = ones.narrow(1, 0, b)?.matmul(&x.narrow(0, start, b)?)?;
+        acc = (acc + part.to_dtype(DType::F64)?)?;
+        start += b;
+    }
+    Ok(acc.to_dtype(DType::F32)?)
+}
+
+/// `Σ (x − shift)²` over every element of a 2-D f32 tensor (`shift` is `[1, d]`), by row
+/// blocks: each block is shifted, flattened and dotted with itself by a matmul; blocks add
+/// in f64.
+pub(crate) fn shifted_sum_squares(x: &Tensor, shift: &Tensor) -> Result<f64> {
+    let (n, _) = x.dims2()?;
+    let mut total = 0.0;
+    let mut start = 0;
+    while start < n {
+        let b = REDUCE_BLOCK.min(n - start);
+        let c = x.narrow(0, start, b)?.broadcast_sub(shift)?.flatten_all()?;
+        let dot = c.unsqueeze(0)?.matmul(&c.unsqueeze(1)?)?;
+        total += dot.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0];
+        start += b;
+    }
+    Ok(total)
+}
 
 pub use kmeans::{silhouette, KMeans, KMeansFit, KMeansParams};
 pub use pca::{spectral_scores, CovarianceAccumulator, Pca, PcaFit, PcaParams};

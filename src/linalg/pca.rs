@@ -14,6 +14,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::svd::{orthonormalize, sym_eigen};
+use super::{column_sums, shifted_sum_squares};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -112,17 +113,10 @@ impl Pca {
         let (n, d) = check_data(x, p.components)?;
         let x = x.to_dtype(DType::F32)?;
         let dev = x.device().clone();
-        let mean = x.mean(0)?; // [d]
-        let mu = mean.unsqueeze(1)?; // [d, 1]
-        let total_variance = {
-            let sq = x.sqr()?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let m = mean.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            sq.iter()
-                .zip(&m)
-                .map(|(s, m)| (s - n as f64 * m * m).max(0.0))
-                .sum::<f64>()
-                / (n - 1) as f64
-        };
+        let mean = (column_sums(&x)? / n as f64)?; // [1, d]
+        let total_variance = shifted_sum_squares(&x, &mean)? / (n - 1) as f64;
+        let mu = mean.t()?; // [d, 1]
+        let mean = mean.squeeze(0)?; // [d]
         if total_variance.is_nan() || total_variance <= 0.0 {
             return Err(zero_data(n, d));
         }
@@ -133,7 +127,7 @@ impl Pca {
         let xct_mul = |w: &Tensor| -> Result<Tensor> {
             Ok(x.t()?
                 .matmul(w)?
-                .broadcast_sub(&mu.matmul(&w.sum_keepdim(0)?)?)?)
+                .broadcast_sub(&mu.matmul(&column_sums(w)?)?)?)
         };
         let l = (p.components + p.oversample).min(d);
         let mut z = if l == d {
@@ -223,7 +217,10 @@ impl PcaFit {
     /// Project `[n, d]` rows onto the axes: `(x − mean)·componentsᵀ`, `[n, k]`.
     pub fn transform(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?;
-        Ok(x.broadcast_sub(&self.mean)?.matmul(&self.components.t()?)?)
+        // x·Cᵀ − μ·Cᵀ: the centring happens on the [n, k] result, not on a copy of x.
+        let ct = self.components.t()?;
+        let shift = self.mean.unsqueeze(0)?.matmul(&ct)?; // [1, k]
+        Ok(x.matmul(&ct)?.broadcast_sub(&shift)?)
     }
 
     /// Fraction of the total variance each axis explains.
@@ -285,13 +282,13 @@ impl CovarianceAccumulator {
         let shift = match &self.shift {
             Some(s) => s.clone(),
             None => {
-                let s = c.mean_keepdim(0)?;
+                let s = (column_sums(&c)? / m as f64)?;
                 self.shift = Some(s.clone());
                 s
             }
         };
         let c = c.broadcast_sub(&shift)?;
-        let s = c.sum_keepdim(0)?.to_dtype(DType::F64)?;
+        let s = column_sums(&c)?.to_dtype(DType::F64)?;
         let o = c.t()?.matmul(&c)?.to_dtype(DType::F64)?;
         self.sum = Some(match self.sum.take() {
             Some(a) => (a + s)?,
