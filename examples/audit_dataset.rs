@@ -33,6 +33,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.flagged,
             c.evidence
         );
+        if let Some(t) = c.trigger.as_ref().filter(|t| t.confirmed) {
+            println!(
+                "    trigger {:?}: removal changes {:.0}% of its rows, insertion turns {:.0}% of {} other rows",
+                t.parts,
+                t.removal_flip * 100.0,
+                t.insertion_flip * 100.0,
+                t.inserted_into
+            );
+        }
+    }
+    for note in &report.notes {
+        println!("  note: {note}");
     }
 
     // Precision and recall against the zoo's own marks, when the file has them.
