@@ -436,10 +436,10 @@ impl Audit {
                 if whole && !s.flagged && idx.len() >= p.min_class_size {
                     candidates.push(idx);
                 }
+                let mut tested = HashSet::new();
                 for group in candidates {
-                    let Some((evidence, rows)) =
-                        self.attribute(&ctx, index, idx, group, &mut rng)?
-                    else {
+                    let found = self.attribute(&ctx, index, idx, group, &mut tested, &mut rng)?;
+                    let Some((evidence, rows)) = found else {
                         continue;
                     };
                     let confirmed = evidence.confirmed;
@@ -558,11 +558,15 @@ impl Audit {
         index: &TokenIndex,
         class_rows: &[usize],
         group: &[usize],
+        tested: &mut HashSet<Vec<u32>>,
         rng: &mut Rng,
     ) -> Result<Option<(TriggerEvidence, Vec<usize>)>> {
         let p = &self.0;
         let shared = index.shared(group, p.trigger_coverage, p.trigger_lift);
-        if shared.is_empty() {
+        let mut key: Vec<u32> = shared.iter().map(|s| s.0).collect();
+        key.sort_unstable();
+        // The clusters of finer splits often share the same tokens: test them once.
+        if shared.is_empty() || !tested.insert(key) {
             return Ok(None);
         }
         let all: Vec<u32> = shared.iter().map(|s| s.0).collect();
