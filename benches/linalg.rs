@@ -2,7 +2,10 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
-use trojanscan::linalg::{silhouette, spectral_scores, KMeansParams, PcaParams};
+use trojanscan::linalg::{
+    silhouette, spectral_scores, CovarianceAccumulator, KMeansParams, PcaParams,
+    StreamingKMeansParams,
+};
 
 fn data(n: usize, d: usize) -> Tensor {
     let mut s = 0x2545_F491_4F6C_DD1Du64;
@@ -27,6 +30,24 @@ fn kernels(c: &mut Criterion) {
     g.bench_function("pca_10", |b| b.iter(|| pca.fit(&x).unwrap()));
     let km = KMeansParams::new(2).restarts(1).check().unwrap();
     g.bench_function("kmeans_2_on_pca10", |b| b.iter(|| km.fit(&z).unwrap()));
+    g.bench_function("streaming_kmeans_2_on_pca10_chunks_of_1000", |b| {
+        b.iter(|| {
+            let mut s = StreamingKMeansParams::new(2).restarts(1).check().unwrap();
+            for start in (0..10_000).step_by(1000) {
+                s.push(&z.narrow(0, start, 1000).unwrap()).unwrap();
+            }
+            s
+        })
+    });
+    g.bench_function("covariance_pca_10_chunks_of_1000", |b| {
+        b.iter(|| {
+            let mut acc = CovarianceAccumulator::new(384);
+            for start in (0..10_000).step_by(1000) {
+                acc.push(&x.narrow(0, start, 1000).unwrap()).unwrap();
+            }
+            acc.pca(10).unwrap()
+        })
+    });
     g.bench_function("spectral_scores", |b| {
         b.iter(|| spectral_scores(&x, 0).unwrap())
     });

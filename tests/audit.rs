@@ -260,6 +260,10 @@ fn hostile_data_files_are_typed_errors() {
             max_clusters: 1,
             ..Default::default()
         },
+        AuditParams {
+            min_poison_fraction: 0.5,
+            ..Default::default()
+        },
     ] {
         assert!(bad.check().is_err());
     }

@@ -102,6 +102,52 @@ impl TokenIndex {
         self.postings.get(&t).map_or(&[], Vec::as_slice)
     }
 
+    /// Tokens a class nearly owns: carried by at least `min_rows` of its rows, at least
+    /// `concentration` of their carriers in the class, and by at most `max_share` of all
+    /// rows; each with its carriers in the class, most carriers first, at most
+    /// [`MAX_TOKEN_GROUPS`]. Poison rows need not form a cluster of their own, but their
+    /// trigger is such a token; so are the class's own words, which the trigger tests
+    /// then tell apart.
+    pub(crate) fn concentrated(
+        &self,
+        class_rows: &[usize],
+        min_rows: usize,
+        concentration: f64,
+        max_share: f64,
+    ) -> Vec<(u32, Vec<usize>)> {
+        let n = self.rows.len() as f64;
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for &i in class_rows {
+            for &t in &self.rows[i] {
+                *counts.entry(t).or_default() += 1;
+            }
+        }
+        let mut out: Vec<(u32, usize)> = counts
+            .into_iter()
+            .filter(|&(t, c)| {
+                let total = self.rows_with(t).len() as f64;
+                c >= min_rows && c as f64 >= concentration * total && total <= max_share * n
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(MAX_TOKEN_GROUPS);
+        let mut member = vec![false; self.rows.len()];
+        for &i in class_rows {
+            member[i] = true;
+        }
+        out.into_iter()
+            .map(|(t, _)| {
+                let rows = self
+                    .rows_with(t)
+                    .iter()
+                    .copied()
+                    .filter(|&i| member[i])
+                    .collect();
+                (t, rows)
+            })
+            .collect()
+    }
+
     /// Tokens carried by at least `coverage` of `group` and at least `lift` times more
     /// often than by the other rows: `(token, coverage, lift)`, highest lift first, at
     /// most [`MAX_TRIGGER_TOKENS`].
@@ -133,6 +179,9 @@ impl TokenIndex {
         out
     }
 }
+
+/// Most single-token groups tried per class (see [`TokenIndex::concentrated`]).
+pub const MAX_TOKEN_GROUPS: usize = 32;
 
 /// `ids` without any of `tokens`.
 pub(crate) fn without(ids: &[u32], tokens: &HashSet<u32>) -> Vec<u32> {

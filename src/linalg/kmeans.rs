@@ -98,7 +98,7 @@ impl KMeansParams {
 }
 
 /// Squared distances `[n, k]` of rows to centres, clamped at 0 (rounding).
-fn sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
+pub(super) fn sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
     let c2 = c.sqr()?.sum_keepdim(1)?.t()?; // [1, k]
     let xc = x.matmul(&c.t()?)?; // [n, k]
     Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)

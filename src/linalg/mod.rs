@@ -1,5 +1,6 @@
 //! Linear-algebra kernels for the detectors, written on candle tensors so the same code
-//! runs on the CPU (candle's SIMD gemm) and on CUDA: k-means ([`KMeansParams`]), PCA
+//! runs on the CPU (candle's SIMD gemm) and on CUDA: k-means ([`KMeansParams`], and
+//! [`StreamingKMeansParams`] for data streamed in chunks), PCA
 //! ([`PcaParams`], and [`CovarianceAccumulator`] for data streamed in chunks), spectral
 //! signature scores ([`spectral_scores`]), silhouettes ([`silhouette`]), and the
 //! randomized top singular values weight forensics uses. Every random choice comes from a
@@ -31,6 +32,7 @@ use crate::Result;
 
 mod kmeans;
 mod pca;
+mod stream;
 pub(crate) mod svd;
 
 /// Rows per block of the column reductions below.
@@ -74,3 +76,4 @@ pub(crate) fn shifted_sum_squares(x: &Tensor, shift: &Tensor) -> Result<f64> {
 
 pub use kmeans::{silhouette, KMeans, KMeansFit, KMeansParams};
 pub use pca::{spectral_scores, CovarianceAccumulator, Pca, PcaFit, PcaParams};
+pub use stream::{StreamingKMeans, StreamingKMeansParams};
