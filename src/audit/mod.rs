@@ -437,7 +437,7 @@ impl Audit {
         // Per class: the clustering verdict, then candidate groups explained by shared
         // tokens and tested as a trigger (the 2-means smaller cluster, the clusters of finer
         // splits, and a small class whole), stopping at the first confirmed one.
-        let mut found: Vec<(ClassSummary, Vec<usize>, Option<Vec<usize>>)> = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         for (class, idx) in &classes {
             let (mut s, groups) = self.class(&acts, class, idx, &mut spectral)?;
             let cluster = if s.flagged {
@@ -446,6 +446,7 @@ impl Audit {
                 Vec::new()
             };
             let mut trigger_rows = None;
+            let mut cluster_explained = None;
             if let Some(index) = &index {
                 let mut candidates: Vec<&[usize]> = groups.iter().map(Vec::as_slice).collect();
                 let whole = idx.len() as f64 <= p.max_poison_fraction * n as f64;
@@ -465,12 +466,15 @@ impl Audit {
                 };
                 candidates.extend(owned.iter().map(Vec::as_slice));
                 let mut tested = HashSet::new();
-                for group in candidates {
+                for (g, group) in candidates.into_iter().enumerate() {
                     let found = self.attribute(&ctx, index, idx, group, &mut tested, &mut rng)?;
                     let Some((evidence, rows)) = found else {
                         continue;
                     };
                     let confirmed = evidence.confirmed;
+                    if g == 0 && s.flagged && !confirmed {
+                        cluster_explained = Some(evidence.clone());
+                    }
                     // The first explanation is kept unless a later one is confirmed.
                     if confirmed || s.trigger.is_none() {
                         s.trigger = Some(evidence);
@@ -481,47 +485,68 @@ impl Audit {
                     }
                 }
             }
-            found.push((s, cluster, trigger_rows));
+            found.push(Found {
+                summary: s,
+                cluster,
+                trigger_rows,
+                cluster_explained,
+            });
         }
         // A confirmed trigger names its rows, which replace its class's cluster. A cluster
         // explained only by parts of a trigger confirmed elsewhere (the attack's part rows,
         // correctly labelled) is left to that trigger, which flags exactly its carriers.
         let confirmed_tokens: Vec<(String, HashSet<u32>)> = found
             .iter()
-            .filter_map(|(s, _, rows)| {
-                let t = s.trigger.as_ref()?;
-                rows.as_ref()?;
+            .filter_map(|f| {
+                let t = f.summary.trigger.as_ref()?;
+                f.trigger_rows.as_ref()?;
                 Some((t.parts.join(" + "), t.token_ids.iter().copied().collect()))
             })
             .collect();
         let mut summaries = Vec::new();
-        for (mut s, cluster, trigger_rows) in found {
-            let marked = match (&trigger_rows, &s.trigger) {
-                (Some(rows), Some(t)) => {
+        for f in found {
+            let mut s = f.summary;
+            let marked = match (&f.trigger_rows, &s.trigger, &f.cluster_explained) {
+                (Some(rows), Some(t), _) => {
                     let strength = t.removal_flip.min(t.insertion_flip);
                     s.suspicion = s.suspicion.max(0.5 + 0.5 * strength);
                     s.flagged = true;
                     s.evidence = format!("{}; {}", s.evidence, describe(t));
                     rows.clone()
                 }
-                (None, Some(t)) if s.flagged => {
-                    let explained = confirmed_tokens
+                (None, _, Some(t)) => {
+                    let part_of = confirmed_tokens
                         .iter()
                         .find(|(_, set)| t.token_ids.iter().all(|id| set.contains(id)));
-                    match explained {
-                        Some((name, _)) => {
-                            s.evidence = format!(
-                                "{}; its rows share {}, part of the trigger {name:?} found in \
-                                 another class: the rows carrying it are flagged there",
-                                s.evidence,
-                                quoted(&t.parts)
-                            );
-                            Vec::new()
-                        }
-                        None => cluster,
+                    if let Some((name, _)) = part_of {
+                        s.evidence = format!(
+                            "{}; its rows share {}, part of the trigger {name:?} found in \
+                             another class: the rows carrying it are flagged there",
+                            s.evidence,
+                            quoted(&t.parts)
+                        );
+                    } else {
+                        // The separation has an explanation that is not a trigger: rows
+                        // sharing a template or a topic, which clustering cannot tell from
+                        // poison but the trigger tests can.
+                        s.flagged = false;
+                        s.suspicion = 0.9 * (s.suspicion - 0.5).max(0.0);
+                        s.evidence = format!(
+                            "{}, but its rows share {}, and taking {} out changes {:.0}% of \
+                             their decisions while inserting {} elsewhere turns {:.0}%: \
+                             content the class shares, not a trigger",
+                            s.evidence,
+                            quoted(&t.parts),
+                            pronoun(t),
+                            t.removal_flip * 100.0,
+                            pronoun(t),
+                            t.insertion_flip * 100.0
+                        );
+                        s.trigger = Some(t.clone());
                     }
+                    Vec::new()
                 }
-                _ => cluster,
+                _ => f.cluster,
             };
             for i in marked {
                 flagged[i] = true;
@@ -889,6 +914,25 @@ impl Audit {
 fn select(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
     let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
     Ok(x.index_select(&Tensor::new(ids.as_slice(), x.device())?, 0)?)
+}
+
+/// One class's verdicts before the classes are reconciled.
+struct Found {
+    summary: ClassSummary,
+    /// The 2-means smaller cluster, when clustering flagged the class.
+    cluster: Vec<usize>,
+    /// The rows a trigger confirmed in this class names.
+    trigger_rows: Option<Vec<usize>>,
+    /// The flagged cluster's own explanation, when it shares tokens that are no trigger.
+    cluster_explained: Option<TriggerEvidence>,
+}
+
+fn pronoun(e: &TriggerEvidence) -> &'static str {
+    if e.tokens.len() > 1 {
+        "them"
+    } else {
+        "it"
+    }
 }
 
 /// A confirmed trigger in words.
