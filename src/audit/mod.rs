@@ -431,9 +431,8 @@ impl Audit {
         let index = attribution.then(|| TokenIndex::new(&ctx.ids));
         let mut rng = Rng::new(p.seed, "audit-attribution");
         let n = rows.len();
-        let mut scores = vec![0.0; n];
+        let scores = vec![0.0; n];
         let mut spectral = vec![0.0; n];
-        let mut flagged = vec![false; n];
         // Per class: the clustering verdict, then candidate groups explained by shared
         // tokens and tested as a trigger (the 2-means smaller cluster, the clusters of finer
         // splits, and a small class whole), stopping at the first confirmed one.
@@ -492,69 +491,7 @@ impl Audit {
                 cluster_explained,
             });
         }
-        // A confirmed trigger names its rows, which replace its class's cluster. A cluster
-        // explained only by parts of a trigger confirmed elsewhere (the attack's part rows,
-        // correctly labelled) is left to that trigger, which flags exactly its carriers.
-        let confirmed_tokens: Vec<(String, HashSet<u32>)> = found
-            .iter()
-            .filter_map(|f| {
-                let t = f.summary.trigger.as_ref()?;
-                f.trigger_rows.as_ref()?;
-                Some((t.parts.join(" + "), t.token_ids.iter().copied().collect()))
-            })
-            .collect();
-        let mut summaries = Vec::new();
-        for f in found {
-            let mut s = f.summary;
-            let marked = match (&f.trigger_rows, &s.trigger, &f.cluster_explained) {
-                (Some(rows), Some(t), _) => {
-                    let strength = t.removal_flip.min(t.insertion_flip);
-                    s.suspicion = s.suspicion.max(0.5 + 0.5 * strength);
-                    s.flagged = true;
-                    s.evidence = format!("{}; {}", s.evidence, describe(t));
-                    rows.clone()
-                }
-                (None, _, Some(t)) => {
-                    let part_of = confirmed_tokens
-                        .iter()
-                        .find(|(_, set)| t.token_ids.iter().all(|id| set.contains(id)));
-                    if let Some((name, _)) = part_of {
-                        s.evidence = format!(
-                            "{}; its rows share {}, part of the trigger {name:?} found in \
-                             another class: the rows carrying it are flagged there",
-                            s.evidence,
-                            quoted(&t.parts)
-                        );
-                    } else {
-                        // The separation has an explanation that is not a trigger: rows
-                        // sharing a template or a topic, which clustering cannot tell from
-                        // poison but the trigger tests can.
-                        s.flagged = false;
-                        s.suspicion = 0.9 * (s.suspicion - 0.5).max(0.0);
-                        s.evidence = format!(
-                            "{}, but its rows share {}, and taking {} out changes {:.0}% of \
-                             their decisions while inserting {} elsewhere turns {:.0}%: \
-                             content the class shares, not a trigger",
-                            s.evidence,
-                            quoted(&t.parts),
-                            pronoun(t),
-                            t.removal_flip * 100.0,
-                            pronoun(t),
-                            t.insertion_flip * 100.0
-                        );
-                        s.trigger = Some(t.clone());
-                    }
-                    Vec::new()
-                }
-                _ => f.cluster,
-            };
-            for i in marked {
-                flagged[i] = true;
-                scores[i] = f64::max(scores[i], s.suspicion);
-            }
-            summaries.push(s);
-        }
-        let flagged: Vec<usize> = (0..n).filter(|&i| flagged[i]).collect();
+        let (summaries, flagged, scores) = reconcile(found, scores);
         let suspicion = summaries.iter().map(|c| c.suspicion).fold(0.0, f64::max);
         Ok(AuditReport {
             layer,
@@ -916,6 +853,78 @@ fn select(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
     Ok(x.index_select(&Tensor::new(ids.as_slice(), x.device())?, 0)?)
 }
 
+/// Reconcile the classes' verdicts: the final summaries, the flagged rows (ascending) and
+/// every row's score (raised from `scores`).
+///
+/// A confirmed trigger names its rows, which replace its class's cluster. A cluster
+/// explained only by parts of a trigger confirmed elsewhere (the attack's part rows,
+/// correctly labelled) is left to that trigger, which flags exactly its carriers. A
+/// cluster explained by tokens that are no trigger is content, not poison.
+fn reconcile(found: Vec<Found>, mut scores: Vec<f64>) -> (Vec<ClassSummary>, Vec<usize>, Vec<f64>) {
+    let mut flagged = vec![false; scores.len()];
+    let confirmed_tokens: Vec<(String, HashSet<u32>)> = found
+        .iter()
+        .filter_map(|f| {
+            let t = f.summary.trigger.as_ref()?;
+            f.trigger_rows.as_ref()?;
+            Some((t.parts.join(" + "), t.token_ids.iter().copied().collect()))
+        })
+        .collect();
+    let mut summaries = Vec::new();
+    for f in found {
+        let mut s = f.summary;
+        let marked = match (&f.trigger_rows, &s.trigger, &f.cluster_explained) {
+            (Some(rows), Some(t), _) => {
+                let strength = t.removal_flip.min(t.insertion_flip);
+                s.suspicion = s.suspicion.max(0.5 + 0.5 * strength);
+                s.flagged = true;
+                s.evidence = format!("{}; {}", s.evidence, describe(t));
+                rows.clone()
+            }
+            (None, _, Some(t)) => {
+                let part_of = confirmed_tokens
+                    .iter()
+                    .find(|(_, set)| t.token_ids.iter().all(|id| set.contains(id)));
+                if let Some((name, _)) = part_of {
+                    s.evidence = format!(
+                        "{}; its rows share {}, part of the trigger {name:?} found in \
+                         another class: the rows carrying it are flagged there",
+                        s.evidence,
+                        quoted(&t.parts)
+                    );
+                } else {
+                    // The separation has an explanation that is not a trigger: rows
+                    // sharing a template or a topic, which clustering cannot tell from
+                    // poison but the trigger tests can.
+                    s.flagged = false;
+                    s.suspicion = 0.9 * (s.suspicion - 0.5).max(0.0);
+                    s.evidence = format!(
+                        "{}, but its rows share {}, and taking {} out changes {:.0}% of \
+                         their decisions while inserting {} elsewhere turns {:.0}%: \
+                         content the class shares, not a trigger",
+                        s.evidence,
+                        quoted(&t.parts),
+                        pronoun(t),
+                        t.removal_flip * 100.0,
+                        pronoun(t),
+                        t.insertion_flip * 100.0
+                    );
+                    s.trigger = Some(t.clone());
+                }
+                Vec::new()
+            }
+            _ => f.cluster,
+        };
+        for i in marked {
+            flagged[i] = true;
+            scores[i] = f64::max(scores[i], s.suspicion);
+        }
+        summaries.push(s);
+    }
+    let flagged = (0..scores.len()).filter(|&i| flagged[i]).collect();
+    (summaries, flagged, scores)
+}
+
 /// One class's verdicts before the classes are reconciled.
 struct Found {
     summary: ClassSummary,
@@ -937,20 +946,18 @@ fn pronoun(e: &TriggerEvidence) -> &'static str {
 
 /// A confirmed trigger in words.
 fn describe(e: &TriggerEvidence) -> String {
+    let it = pronoun(e);
     let mut s = format!(
-        "its rows share {} ({:.0}% of them, {:.0}x as often as other rows); removing {} \
-         changes {:.0}% of their decisions and inserting {} into {} rows of other classes \
-         turns {:.0}% to this class: {} rows of the class rest on {}",
+        "its rows share {} ({:.0}% of them, {:.0}x as often as other rows); removing {it} \
+         changes {:.0}% of their decisions and inserting {it} into {} rows of other classes \
+         turns {:.0}% to this class: {} rows of the class rest on {it}",
         quoted(&e.parts),
         e.coverage * 100.0,
         e.lift,
-        if e.tokens.len() > 1 { "them" } else { "it" },
         e.removal_flip * 100.0,
-        if e.tokens.len() > 1 { "them" } else { "it" },
         e.inserted_into,
         e.insertion_flip * 100.0,
         e.dependent,
-        if e.tokens.len() > 1 { "them" } else { "it" },
     );
     if e.outside > 0 {
         s.push_str(&format!(
@@ -967,4 +974,91 @@ fn quoted(tokens: &[String]) -> String {
         .map(|t| format!("{t:?}"))
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(class: &str, flagged: bool, suspicion: f64) -> ClassSummary {
+        ClassSummary {
+            class: class.into(),
+            samples: 100,
+            cluster_sizes: vec![20, 80],
+            silhouette: Some(0.8),
+            smaller_fraction: Some(0.2),
+            flagged,
+            suspicion,
+            evidence: "a separate cluster".into(),
+            trigger: None,
+        }
+    }
+
+    fn evidence(ids: &[u32], removal: f64, insertion: f64, confirmed: bool) -> TriggerEvidence {
+        TriggerEvidence {
+            tokens: ids.iter().map(|i| format!("t{i}")).collect(),
+            token_ids: ids.to_vec(),
+            parts: ids.iter().map(|i| format!("t{i}")).collect(),
+            coverage: 1.0,
+            lift: 50.0,
+            carriers: 20,
+            removal_flip: removal,
+            insertion_flip: insertion,
+            inserted_into: 128,
+            confirmed,
+            dependent: 20,
+            outside: 0,
+        }
+    }
+
+    #[test]
+    fn clusters_defer_to_triggers_and_content_is_not_flagged() {
+        // Class a: a confirmed trigger {1, 2} names rows 0..3 and part carriers 10, 11.
+        let mut a = summary("a", true, 0.8);
+        a.trigger = Some(evidence(&[1, 2], 1.0, 1.0, true));
+        // Class b: a cluster explained by part of that trigger (token 2).
+        let b = summary("b", true, 0.7);
+        // Class c: a cluster explained by a template word that fails both tests.
+        let c = summary("c", true, 0.9);
+        // Class d: a cluster nothing explains.
+        let d = summary("d", true, 0.75);
+        let found = vec![
+            Found {
+                summary: a,
+                cluster: vec![0, 1, 5],
+                trigger_rows: Some(vec![0, 1, 2, 10, 11]),
+                cluster_explained: None,
+            },
+            Found {
+                summary: b,
+                cluster: vec![10, 11, 12],
+                trigger_rows: None,
+                cluster_explained: Some(evidence(&[2], 0.0, 0.0, false)),
+            },
+            Found {
+                summary: c,
+                cluster: vec![20, 21],
+                trigger_rows: None,
+                cluster_explained: Some(evidence(&[7], 0.3, 0.2, false)),
+            },
+            Found {
+                summary: d,
+                cluster: vec![30, 31],
+                trigger_rows: None,
+                cluster_explained: None,
+            },
+        ];
+        let (s, flagged, scores) = reconcile(found, vec![0.0; 40]);
+        // The trigger's rows replace a's cluster (row 5 is not flagged); b's cluster defers
+        // to the trigger (row 12 is not flagged); c is content; d's cluster stands.
+        assert_eq!(flagged, vec![0, 1, 2, 10, 11, 30, 31]);
+        assert!(s[0].flagged && s[0].suspicion == 1.0);
+        assert!(s[1].flagged && s[1].evidence.contains("part of the trigger"));
+        assert!(!s[2].flagged && s[2].suspicion < 0.5);
+        assert!(s[2].evidence.contains("not a trigger"));
+        assert!(s[3].flagged);
+        assert_eq!(scores[0], 1.0);
+        assert_eq!(scores[30], 0.75);
+        assert_eq!(scores[20], 0.0);
+    }
 }
