@@ -180,7 +180,8 @@ impl TokenIndex {
     }
 }
 
-/// Most single-token groups tried per class (see [`TokenIndex::concentrated`]).
+/// Most groups of rows sharing one rare token that the audit tries per class: the
+/// carriers of the tokens a class nearly owns, most carriers first.
 pub const MAX_TOKEN_GROUPS: usize = 32;
 
 /// `ids` without any of `tokens`.
