@@ -434,8 +434,9 @@ impl Audit {
         let scores = vec![0.0; n];
         let mut spectral = vec![0.0; n];
         // Per class: the clustering verdict, then candidate groups explained by shared
-        // tokens and tested as a trigger (the 2-means smaller cluster, the clusters of finer
-        // splits, and a small class whole), stopping at the first confirmed one.
+        // tokens and tested as a trigger (the 2-means smaller cluster, the small clusters of
+        // finer splits, a small class whole, the carriers of tokens the class nearly owns),
+        // stopping at the first confirmed one.
         let mut found: Vec<Found> = Vec::new();
         for (class, idx) in &classes {
             let (mut s, groups) = self.class(&acts, class, idx, &mut spectral)?;
