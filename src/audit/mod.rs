@@ -8,7 +8,8 @@
 //! always flags the smaller cluster, a class is flagged only when the split is real: the
 //! smaller cluster holds at most [`AuditParams::max_poison_fraction`] of the class *and* the
 //! clusters are well separated (mean silhouette at least [`AuditParams::min_silhouette`]).
-//! The spectral-signature score (centred, `((r − μ)·v)²`) is reported for every sample as
+//! The spectral-signature score (centred, `((r − μ)·v)²`) is reported for every sample, and
+//! each class's spectral outliers beyond an adaptive cut-off ([`SpectralParams`]), as
 //! corroborating evidence.
 //!
 //! Clustering finds the core of a poisoned class, not all of it: poisoned rows whose
@@ -45,7 +46,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use crate::linalg::{silhouette, spectral_scores, KMeansParams, PcaParams};
+use crate::linalg::{silhouette, KMeansParams, PcaParams, SpectralParams};
 use crate::model::{Family, Model, Pooling};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -185,6 +186,8 @@ pub struct AuditParams {
     pub min_poison_fraction: f64,
     /// ... and the mean silhouette of the split is at least this.
     pub min_silhouette: f64,
+    /// Expected false spectral outliers per clean class (see [`SpectralParams`]).
+    pub spectral_alpha: f64,
     /// Classes with fewer samples are not clustered.
     pub min_class_size: usize,
     /// Texts per forward pass.
@@ -214,6 +217,7 @@ impl Default for AuditParams {
             max_poison_fraction: 0.35,
             min_poison_fraction: 0.01,
             min_silhouette: 0.7,
+            spectral_alpha: 0.05,
             min_class_size: 20,
             batch_size: 64,
             attribution: true,
@@ -268,6 +272,12 @@ impl AuditParams {
                 self.max_clusters
             ));
         }
+        if !(self.spectral_alpha > 0.0 && self.spectral_alpha < 1.0) {
+            return bad(format!(
+                "spectral alpha {} is not in (0, 1)",
+                self.spectral_alpha
+            ));
+        }
         if self.min_class_size < 4 {
             return bad("classes of fewer than 4 samples cannot be clustered".into());
         }
@@ -306,6 +316,9 @@ pub struct ClassSummary {
     pub suspicion: f64,
     /// Why, in words.
     pub evidence: String,
+    /// Rows whose spectral-signature projection lies beyond the adaptive cut-off
+    /// ([`SpectralParams`]); reported beside the verdict, not in it.
+    pub spectral_outliers: Vec<usize>,
     /// The tokens the suspicious rows share and how they fared as a trigger (the smaller
     /// cluster's, else the whole class's; none when nothing was shared or tested).
     pub trigger: Option<TriggerEvidence>,
@@ -744,6 +757,7 @@ impl Audit {
             flagged: false,
             suspicion: 0.0,
             evidence: String::new(),
+            spectral_outliers: Vec::new(),
             trigger: None,
         };
         if n < p.min_class_size {
@@ -774,10 +788,15 @@ impl Audit {
         let (sil, _) = silhouette(&z, &fit.labels, 2)?;
         let small = if fit.sizes[0] <= fit.sizes[1] { 0 } else { 1 };
         let frac = fit.sizes[small] as f64 / n as f64;
-        let (_, spec) = spectral_scores(&x, p.seed)?;
+        let spec = SpectralParams::new()
+            .alpha(p.spectral_alpha)
+            .seed(p.seed)
+            .check()?
+            .fit(&x)?;
         for (k, &i) in idx.iter().enumerate() {
-            spectral[i] = spec[k];
+            spectral[i] = spec.scores[k];
         }
+        summary.spectral_outliers = spec.outliers.iter().map(|&k| idx[k]).collect();
         summary.cluster_sizes = vec![fit.sizes[small], fit.sizes[1 - small]];
         summary.silhouette = Some(sil);
         summary.smaller_fraction = Some(frac);
@@ -991,6 +1010,7 @@ mod tests {
             flagged,
             suspicion,
             evidence: "a separate cluster".into(),
+            spectral_outliers: Vec::new(),
             trigger: None,
         }
     }

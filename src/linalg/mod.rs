@@ -2,7 +2,8 @@
 //! runs on the CPU (candle's SIMD gemm) and on CUDA: k-means ([`KMeansParams`], and
 //! [`StreamingKMeansParams`] for data streamed in chunks), PCA
 //! ([`PcaParams`], and [`CovarianceAccumulator`] for data streamed in chunks), spectral
-//! signature scores ([`spectral_scores`]), silhouettes ([`silhouette`]), and the
+//! signature scores and outliers with an adaptive cut-off ([`spectral_scores`],
+//! [`SpectralParams`]), silhouettes ([`silhouette`]), and the
 //! randomized top singular values weight forensics uses. Every random choice comes from a
 //! seed, so results are reproducible.
 //!
@@ -32,6 +33,7 @@ use crate::Result;
 
 mod kmeans;
 mod pca;
+mod spectral;
 mod stream;
 pub(crate) mod svd;
 
@@ -76,4 +78,5 @@ pub(crate) fn shifted_sum_squares(x: &Tensor, shift: &Tensor) -> Result<f64> {
 
 pub use kmeans::{silhouette, KMeans, KMeansFit, KMeansParams};
 pub use pca::{spectral_scores, CovarianceAccumulator, Pca, PcaFit, PcaParams};
+pub use spectral::{Spectral, SpectralOutliers, SpectralParams};
 pub use stream::{StreamingKMeans, StreamingKMeansParams};
