@@ -3,9 +3,9 @@
 //!
 //! Activation clustering finds the core of a poisoned class with high precision but can
 //! miss poisoned rows whose activations sit among the clean ones. Poison rows have one
-//! thing in common that clean rows lack: the trigger. So the rows of a suspicious group
-//! (a flagged cluster, or a whole small class) are explained by the tokens that nearly all
-//! of them carry and that are rare elsewhere, and those tokens are then tested as a
+//! thing in common that clean rows lack: the trigger. So the rows of a suspicious group (a
+//! small cluster, a whole small class, the carriers of a rare token the class nearly owns)
+//! are explained by the tokens that nearly all of them carry and that are rare elsewhere, and those tokens are then tested as a
 //! trigger in both directions, on the audited model itself:
 //!
 //! - **removal**: take the tokens out of the rows that carry them; a trigger's rows change
@@ -50,10 +50,11 @@ pub struct TriggerEvidence {
     /// The smallest lift: how many times more often the group carries a token than the
     /// rows outside it.
     pub lift: f64,
-    /// Rows of the class that carry at least one of the tokens.
+    /// Rows of the class that hold a whole part of them.
     pub carriers: usize,
-    /// Of the group's carriers, the fraction whose decision changes when the tokens are
-    /// taken out.
+    /// Of the group's rows holding a part, those the removal test could run on.
+    pub removal_tested: usize,
+    /// Of those, the fraction whose decision changes when the tokens are taken out.
     pub removal_flip: f64,
     /// Of the rows of other classes the tokens were inserted into, the fraction whose
     /// decision became the group's.
@@ -184,12 +185,24 @@ impl TokenIndex {
 /// carriers of the tokens a class nearly owns, most carriers first.
 pub const MAX_TOKEN_GROUPS: usize = 32;
 
-/// `ids` without any of `tokens`.
-pub(crate) fn without(ids: &[u32], tokens: &HashSet<u32>) -> Vec<u32> {
-    ids.iter()
-        .copied()
-        .filter(|t| !tokens.contains(t))
-        .collect()
+/// `ids` with every occurrence of each run taken out (runs are matched whole, so a
+/// sub-word piece a run shares with another word stays).
+pub(crate) fn without_runs(ids: &[u32], runs: &[Vec<u32>]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut i = 0;
+    while i < ids.len() {
+        match runs
+            .iter()
+            .find(|r| !r.is_empty() && ids[i..].starts_with(r))
+        {
+            Some(r) => i += r.len(),
+            None => {
+                out.push(ids[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The tokens in the order they first appear in `carrier` (a phrase stays a phrase),
@@ -242,13 +255,32 @@ pub(crate) fn contains_run(ids: &[u32], run: &[u32]) -> bool {
     !run.is_empty() && ids.windows(run.len()).any(|w| w == run)
 }
 
-/// `ids` with `phrase` inserted at a random place between the first and last token (so
-/// special tokens at either end stay in place).
-pub(crate) fn insert(ids: &[u32], phrase: &[u32], rng: &mut Rng) -> Vec<u32> {
-    let at = if ids.len() > 2 {
-        1 + rng.below(ids.len() - 1)
+/// `ids` with `phrase` inserted at a random word boundary: before a token that
+/// `insertable_before` marks (a word start, or the special token closing the sequence),
+/// never before the first token (a BOS or `[CLS]` stays first). Without such a place, at
+/// any position after the first.
+pub(crate) fn insert(
+    ids: &[u32],
+    phrase: &[u32],
+    insertable_before: &[bool],
+    rng: &mut Rng,
+) -> Vec<u32> {
+    let places: Vec<usize> = (1..ids.len())
+        .filter(|&p| {
+            insertable_before
+                .get(ids[p] as usize)
+                .copied()
+                .unwrap_or(false)
+        })
+        .collect();
+    let at = if places.is_empty() {
+        if ids.len() > 1 {
+            1 + rng.below(ids.len() - 1)
+        } else {
+            ids.len()
+        }
     } else {
-        ids.len().min(1)
+        places[rng.below(places.len())]
     };
     let mut out = Vec::with_capacity(ids.len() + phrase.len());
     out.extend_from_slice(&ids[..at]);
@@ -296,14 +328,23 @@ mod tests {
     fn phrases_keep_their_order_and_insertions_spare_the_ends() {
         assert_eq!(phrase(&[5, 9, 3, 9, 4], &[3, 9, 8]), vec![9, 3, 8]);
         let mut rng = Rng::new(0, "t");
+        // Token 2 continues a word: nothing goes between 1 and 2.
+        let mut before = vec![false; 200];
+        before[1] = true;
+        before[101] = true;
         for _ in 0..50 {
-            let out = insert(&[100, 1, 2, 101], &[7, 8], &mut rng);
+            let out = insert(&[100, 1, 2, 101], &[7, 8], &before, &mut rng);
             assert_eq!(out.len(), 6);
             assert_eq!((out[0], out[5]), (100, 101));
             let at = out.iter().position(|&t| t == 7).unwrap();
             assert_eq!(out[at + 1], 8);
+            assert_ne!(at, 2, "{out:?}");
         }
-        assert_eq!(without(&[1, 7, 2, 7], &HashSet::from([7])), vec![1, 2]);
+        let runs = vec![vec![5, 6], vec![9]];
+        assert_eq!(
+            without_runs(&[1, 5, 6, 2, 5, 3, 9], &runs),
+            vec![1, 2, 5, 3]
+        );
         assert_eq!(mode([3, 1, 3, 1, 2]), Some(1));
     }
 

@@ -39,13 +39,14 @@
 //!
 //! [`linalg`]: crate::linalg
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
+use crate::hunt::vocab::{TokenClass, Vocab};
 use crate::linalg::{silhouette, KMeansParams, PcaParams, SpectralParams};
 use crate::model::{Family, Model, Pooling};
 use crate::rng::Rng;
@@ -54,7 +55,9 @@ use crate::{Error, Result};
 pub mod attribute;
 
 pub use attribute::TriggerEvidence;
-use attribute::{contains_run, insert, mode, parts, phrase, without, TokenIndex, INSERTION_ROWS};
+use attribute::{
+    contains_run, insert, mode, parts, phrase, without_runs, TokenIndex, INSERTION_ROWS,
+};
 
 /// Longest JSONL line accepted (bytes).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -179,7 +182,8 @@ pub struct AuditParams {
     /// Seed of PCA, k-means and the insertion test.
     pub seed: u64,
     /// A class is flagged only when its smaller cluster holds at most this fraction; classes
-    /// holding at most this fraction of all rows are also tested whole for a trigger.
+    /// holding at most this fraction of all rows are also tested whole for a trigger, and
+    /// a token carried by more than this fraction of all rows is no trigger candidate.
     pub max_poison_fraction: f64,
     /// ... and at least this fraction: below it a separate cluster is a handful of
     /// outliers, not a poisoned population (text backdoors take about 1% poison).
@@ -188,7 +192,8 @@ pub struct AuditParams {
     pub min_silhouette: f64,
     /// Expected false spectral outliers per clean class (see [`SpectralParams`]).
     pub spectral_alpha: f64,
-    /// Classes with fewer samples are not clustered.
+    /// Classes with fewer samples are not clustered nor tested; a token must be carried
+    /// by at least this many rows of a class to make a candidate group of its own.
     pub min_class_size: usize,
     /// Texts per forward pass.
     pub batch_size: usize,
@@ -319,8 +324,9 @@ pub struct ClassSummary {
     /// Rows whose spectral-signature projection lies beyond the adaptive cut-off
     /// ([`SpectralParams`]); reported beside the verdict, not in it.
     pub spectral_outliers: Vec<usize>,
-    /// The tokens the suspicious rows share and how they fared as a trigger (the smaller
-    /// cluster's, else the whole class's; none when nothing was shared or tested).
+    /// The tokens a candidate group shared and how they fared as a trigger: the confirmed
+    /// trigger, else the flagged cluster's own explanation, else the first candidate's
+    /// (none when no group shared anything testable).
     pub trigger: Option<TriggerEvidence>,
 }
 
@@ -347,16 +353,21 @@ pub struct AuditReport {
 /// A token is a class's own when at least this share of its carriers are in the class.
 const OWNED: f64 = 0.9;
 
-/// What taking a token set out of a class's rows did.
+/// What taking a token set out of a group's rows did.
 struct Removal {
-    /// Rows of the class carrying any of the tokens.
-    carriers: usize,
-    /// Of those, the group's rows that were tested.
+    /// The group's rows that held a whole part and kept some token without it.
     tested: usize,
     /// The fraction of those whose decision changed.
     flip: f64,
-    /// Rows of the class whose decision changed.
-    dependent: Vec<usize>,
+    /// Those rows.
+    changed: Vec<usize>,
+}
+
+/// One class's rows: membership, and the other rows in a fixed random order (the
+/// insertion test takes its rows from the front).
+struct ClassRows {
+    member: Vec<bool>,
+    outside: Vec<usize>,
 }
 
 /// Everything the per-class steps share.
@@ -367,6 +378,9 @@ struct Context<'a> {
     pooling: Pooling,
     /// Each row's decision as given (the model's output argmax).
     before: Vec<u32>,
+    /// Per token id: whether an insertion may go right before it (a word start, a
+    /// closing special token).
+    boundary: Vec<bool>,
 }
 
 impl Audit {
@@ -401,6 +415,7 @@ impl Audit {
             layer,
             pooling,
             before: Vec::new(),
+            boundary: Vec::new(),
         };
         let (acts, output) = self.pass(&ctx, &ctx.ids)?;
         if output.is_none() && rows.iter().any(|r| r.label.is_none()) {
@@ -442,6 +457,12 @@ impl Audit {
             }
         };
         let index = attribution.then(|| TokenIndex::new(&ctx.ids));
+        if attribution {
+            let vocab = Vocab::new(model);
+            ctx.boundary = (0..vocab.len() as u32)
+                .map(|t| vocab.class(t) != TokenClass::Continuation)
+                .collect();
+        }
         let mut rng = Rng::new(p.seed, "audit-attribution");
         let n = rows.len();
         let scores = vec![0.0; n];
@@ -478,14 +499,23 @@ impl Audit {
                     Vec::new()
                 };
                 candidates.extend(owned.iter().map(Vec::as_slice));
+                let mut member = vec![false; n];
+                for &i in idx.iter() {
+                    member[i] = true;
+                }
+                let mut outside: Vec<usize> = (0..n).filter(|&i| !member[i]).collect();
+                rng.shuffle(&mut outside);
+                let class_rows = ClassRows { member, outside };
                 let mut tested = HashSet::new();
                 for (g, group) in candidates.into_iter().enumerate() {
-                    let found = self.attribute(&ctx, index, idx, group, &mut tested, &mut rng)?;
+                    let found =
+                        self.attribute(&ctx, index, &class_rows, group, &mut tested, &mut rng)?;
                     let Some((evidence, rows)) = found else {
                         continue;
                     };
                     let confirmed = evidence.confirmed;
-                    if g == 0 && s.flagged && !confirmed {
+                    // Only a test that ran can clear the cluster.
+                    if g == 0 && s.flagged && !confirmed && evidence.removal_tested > 0 {
                         cluster_explained = Some(evidence.clone());
                     }
                     // The first explanation is kept unless a later one is confirmed.
@@ -549,8 +579,10 @@ impl Audit {
         })
     }
 
-    /// Attribute `group` (rows of the class `class_rows`) to shared tokens and test them:
-    /// the evidence, and the rows to flag if they are a trigger.
+    /// Attribute `group` (rows of the class `class`) to shared tokens and test them: the
+    /// evidence, and the rows to flag if they are a trigger. `None` when the group shares
+    /// nothing, shares what an earlier group of the class shared (`tested`), or cannot be
+    /// tested (no row of another class to insert into).
     ///
     /// The shared tokens form parts (runs the rows keep side by side). Each part is tried
     /// alone, most specific first; if none is a trigger, all of them together, pruned to
@@ -560,7 +592,7 @@ impl Audit {
         &self,
         ctx: &Context,
         index: &TokenIndex,
-        class_rows: &[usize],
+        class: &ClassRows,
         group: &[usize],
         tested: &mut HashSet<Vec<u32>>,
         rng: &mut Rng,
@@ -574,12 +606,9 @@ impl Audit {
             return Ok(None);
         }
         let all: Vec<u32> = shared.iter().map(|s| s.0).collect();
-        let carries_any = |i: usize, set: &[u32]| set.iter().any(|&t| index.carries(i, t));
-        let group_carriers: Vec<usize> = group
-            .iter()
-            .copied()
-            .filter(|&i| carries_any(i, &all))
-            .collect();
+        let carries_any = |i: usize| all.iter().any(|&t| index.carries(i, t));
+        let group_carriers: Vec<usize> =
+            group.iter().copied().filter(|&i| carries_any(i)).collect();
         let Some(&first) = group_carriers.first() else {
             return Ok(None);
         };
@@ -592,26 +621,34 @@ impl Audit {
         let Some(target) = mode(group_carriers.iter().map(|&i| ctx.before[i])) else {
             return Ok(None);
         };
-        let in_class: HashSet<usize> = class_rows.iter().copied().collect();
-        let mut others: Vec<usize> = (0..ctx.ids.len())
-            .filter(|&i| !in_class.contains(&i) && !carries_any(i, &all) && ctx.before[i] != target)
+        // Rows of other classes, in the class's fixed random order, that neither carry the
+        // tokens nor already decide for the target.
+        let others: Vec<usize> = class
+            .outside
+            .iter()
+            .copied()
+            .filter(|&i| !carries_any(i) && ctx.before[i] != target)
+            .take(INSERTION_ROWS)
             .collect();
-        rng.shuffle(&mut others);
-        others.truncate(INSERTION_ROWS);
-        let tokens_of = |set: &[usize]| -> Vec<u32> {
-            set.iter().flat_map(|&k| parts[k].iter().copied()).collect()
-        };
+        if others.is_empty() {
+            return Ok(None);
+        }
+        let runs =
+            |set: &[usize]| -> Vec<Vec<u32>> { set.iter().map(|&k| parts[k].clone()).collect() };
+        let mut insertions: HashMap<Vec<usize>, f64> = HashMap::new();
         let mut insertion = |set: &[usize]| -> Result<f64> {
-            if others.is_empty() {
-                return Ok(0.0);
+            if let Some(&v) = insertions.get(set) {
+                return Ok(v);
             }
-            let ph = tokens_of(set);
+            let ph: Vec<u32> = runs(set).concat();
             let inserted: Vec<Vec<u32>> = others
                 .iter()
-                .map(|&i| insert(&ctx.ids[i], &ph, rng))
+                .map(|&i| insert(&ctx.ids[i], &ph, &ctx.boundary, rng))
                 .collect();
             let after = self.decide(ctx, &inserted)?;
-            Ok(after.iter().filter(|&&a| a == target).count() as f64 / after.len() as f64)
+            let v = after.iter().filter(|&&a| a == target).count() as f64 / after.len() as f64;
+            insertions.insert(set.to_vec(), v);
+            Ok(v)
         };
 
         // Parts alone, then all together pruned; the full set is reported when nothing is
@@ -622,51 +659,66 @@ impl Audit {
         for &k in &order {
             let ins = insertion(&[k])?;
             if ins >= p.trigger_flip {
-                let rem = self.removal(ctx, index, class_rows, group, &tokens_of(&[k]))?;
+                let rem = self.removal(ctx, group, &runs(&[k]))?;
                 if rem.flip >= p.trigger_flip {
                     chosen = Some((vec![k], ins, rem));
                     break;
                 }
             }
         }
-        if chosen.is_none() {
-            let mut set: Vec<usize> = (0..parts.len()).collect();
-            let mut ins = insertion(&set)?;
-            if parts.len() > 1 && ins >= p.trigger_flip {
-                for &k in order.iter().rev() {
-                    let trial: Vec<usize> = set.iter().copied().filter(|&j| j != k).collect();
-                    if trial.is_empty() {
-                        continue;
-                    }
-                    let t = insertion(&trial)?;
-                    if t >= p.trigger_flip {
-                        set = trial;
-                        ins = t;
+        let (set, insertion_flip, rem) = match chosen {
+            Some(c) => c,
+            None => {
+                let mut set: Vec<usize> = (0..parts.len()).collect();
+                let mut ins = insertion(&set)?;
+                if parts.len() > 1 && ins >= p.trigger_flip {
+                    for &k in order.iter().rev() {
+                        let trial: Vec<usize> = set.iter().copied().filter(|&j| j != k).collect();
+                        if trial.is_empty() {
+                            continue;
+                        }
+                        let t = insertion(&trial)?;
+                        if t >= p.trigger_flip {
+                            set = trial;
+                            ins = t;
+                        }
                     }
                 }
+                let rem = self.removal(ctx, group, &runs(&set))?;
+                (set, ins, rem)
             }
-            let rem = self.removal(ctx, index, class_rows, group, &tokens_of(&set))?;
-            chosen = Some((set, ins, rem));
-        }
-        let (set, insertion_flip, rem) = chosen.expect("set above");
-        let tokens = tokens_of(&set);
+        };
+        let tokens: Vec<u32> = runs(&set).concat();
         let confirmed =
             rem.tested > 0 && rem.flip >= p.trigger_flip && insertion_flip >= p.trigger_flip;
-        // Rows of other classes holding a whole part of the trigger.
-        let in_class = &in_class;
-        let mut outside: Vec<usize> = set
+        let set_runs = runs(&set);
+        let holds_part = |i: usize| set_runs.iter().any(|r| contains_run(&ctx.ids[i], r));
+        // Every row of the class holding a whole part of the tokens, and, once they are a
+        // trigger, which of those outside the group rest on them too.
+        let carriers: Vec<usize> = set_runs
             .iter()
-            .flat_map(|&k| {
-                let part = &parts[k];
-                index
-                    .rows_with(part[0])
-                    .iter()
-                    .copied()
-                    .filter(move |&i| !in_class.contains(&i) && contains_run(&ctx.ids[i], part))
-            })
+            .flat_map(|r| index.rows_with(r[0]).iter().copied())
+            .collect::<HashSet<usize>>()
+            .into_iter()
+            .filter(|&i| holds_part(i))
             .collect();
+        let mut dependent = rem.changed;
+        let mut outside: Vec<usize> = Vec::new();
+        if confirmed {
+            let rest: Vec<usize> = carriers
+                .iter()
+                .copied()
+                .filter(|&i| class.member[i] && !group.contains(&i))
+                .collect();
+            dependent.extend(self.changed(ctx, &rest, &set_runs)?);
+            outside = carriers
+                .iter()
+                .copied()
+                .filter(|&i| !class.member[i])
+                .collect();
+        }
+        dependent.sort_unstable();
         outside.sort_unstable();
-        outside.dedup();
         let decode = |ids: &[u32]| {
             ctx.model
                 .tokenizer()
@@ -677,68 +729,68 @@ impl Audit {
             shared.iter().filter(|s| tokens.contains(&s.0)).collect();
         let evidence = TriggerEvidence {
             tokens: tokens.iter().map(|&t| decode(&[t])).collect(),
-            parts: set
+            parts: set_runs
                 .iter()
-                .map(|&k| decode(&parts[k]).trim().to_string())
+                .map(|r| decode(r).trim().to_string())
                 .collect(),
             token_ids: tokens.clone(),
             coverage: stats.iter().map(|s| s.1).fold(1.0, f64::min),
             lift: stats.iter().map(|s| s.2).fold(f64::INFINITY, f64::min),
-            carriers: rem.carriers,
+            carriers: carriers.iter().filter(|&&i| class.member[i]).count(),
+            removal_tested: rem.tested,
             removal_flip: rem.flip,
             insertion_flip,
             inserted_into: others.len(),
             confirmed,
-            dependent: rem.dependent.len(),
+            dependent: dependent.len(),
             outside: outside.len(),
         };
-        let mut rows = rem.dependent;
+        let mut rows = dependent;
         rows.extend(outside);
         Ok(Some((evidence, if confirmed { rows } else { Vec::new() })))
     }
 
-    /// Take `tokens` out of the class's rows that carry them: which rows change decision,
-    /// and the fraction of the group's carriers that do.
-    fn removal(
-        &self,
-        ctx: &Context,
-        index: &TokenIndex,
-        class_rows: &[usize],
-        group: &[usize],
-        tokens: &[u32],
-    ) -> Result<Removal> {
-        let set: HashSet<u32> = tokens.iter().copied().collect();
-        let in_group: HashSet<usize> = group.iter().copied().collect();
-        let carriers: Vec<usize> = class_rows
+    /// Take the `runs` out of the group's rows that hold one whole: the fraction whose
+    /// decision changes, and which.
+    fn removal(&self, ctx: &Context, group: &[usize], runs: &[Vec<u32>]) -> Result<Removal> {
+        let holders: Vec<usize> = group
             .iter()
             .copied()
-            .filter(|&i| tokens.iter().any(|&t| index.carries(i, t)))
+            .filter(|&i| runs.iter().any(|r| contains_run(&ctx.ids[i], r)))
             .collect();
-        let edited: Vec<(usize, Vec<u32>)> = carriers
+        let changed = self.changed(ctx, &holders, runs)?;
+        let tested = holders
             .iter()
-            .map(|&i| (i, without(&ctx.ids[i], &set)))
+            .filter(|&&i| !without_runs(&ctx.ids[i], runs).is_empty())
+            .count();
+        Ok(Removal {
+            tested,
+            flip: changed.len() as f64 / tested.max(1) as f64,
+            changed,
+        })
+    }
+
+    /// Which of `rows` change decision when the `runs` are taken out (rows left empty are
+    /// skipped).
+    fn changed(&self, ctx: &Context, rows: &[usize], runs: &[Vec<u32>]) -> Result<Vec<usize>> {
+        let edited: Vec<(usize, Vec<u32>)> = rows
+            .iter()
+            .map(|&i| (i, without_runs(&ctx.ids[i], runs)))
             .filter(|(_, e)| !e.is_empty())
             .collect();
         let after = self.decide(ctx, &edited.iter().map(|e| e.1.clone()).collect::<Vec<_>>())?;
-        let dependent: Vec<usize> = edited
+        Ok(edited
             .iter()
             .zip(&after)
             .filter(|((i, _), &a)| a != ctx.before[*i])
             .map(|((i, _), _)| *i)
-            .collect();
-        let tested = edited.iter().filter(|(i, _)| in_group.contains(i)).count();
-        let changed = dependent.iter().filter(|i| in_group.contains(i)).count();
-        Ok(Removal {
-            carriers: carriers.len(),
-            tested,
-            flip: changed as f64 / tested.max(1) as f64,
-            dependent,
-        })
+            .collect())
     }
 
     /// Cluster one class: its summary (spectral scores written into `spectral`) and the
-    /// rows of its smaller cluster (empty when the class was not split or the split is
-    /// balanced).
+    /// candidate groups for attribution: first the 2-means smaller cluster (empty when
+    /// the class was not split or the split is balanced), then, with attribution on, the
+    /// small clusters of the 3- to `max_clusters`-means splits.
     fn class(
         &self,
         acts: &Tensor,
@@ -1023,6 +1075,7 @@ mod tests {
             coverage: 1.0,
             lift: 50.0,
             carriers: 20,
+            removal_tested: 20,
             removal_flip: removal,
             insertion_flip: insertion,
             inserted_into: 128,

@@ -60,17 +60,17 @@ pub(crate) fn column_sums(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `Σ (x − shift)²` over every element of a 2-D f32 tensor (`shift` is `[1, d]`), by row
-/// blocks: each block is shifted, flattened and dotted with itself by a matmul; blocks add
-/// in f64.
+/// blocks: each block is shifted and squared, its columns summed by [`column_sums`] (f32
+/// accumulation over at most a block's rows), and the `d` sums added in f64.
 pub(crate) fn shifted_sum_squares(x: &Tensor, shift: &Tensor) -> Result<f64> {
     let (n, _) = x.dims2()?;
     let mut total = 0.0;
     let mut start = 0;
     while start < n {
         let b = REDUCE_BLOCK.min(n - start);
-        let c = x.narrow(0, start, b)?.broadcast_sub(shift)?.flatten_all()?;
-        let dot = c.unsqueeze(0)?.matmul(&c.unsqueeze(1)?)?;
-        total += dot.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?[0];
+        let c = x.narrow(0, start, b)?.broadcast_sub(shift)?.sqr()?;
+        let sums = column_sums(&c)?.to_dtype(DType::F64)?.flatten_all()?;
+        total += sums.to_vec1::<f64>()?.iter().sum::<f64>();
         start += b;
     }
     Ok(total)

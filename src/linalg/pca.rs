@@ -179,6 +179,9 @@ impl Pca {
     }
 }
 
+/// Rows per block of [`PcaFit::transform`].
+const TRANSFORM_BLOCK: usize = 8192;
+
 fn zero_data(n: usize, d: usize) -> Error {
     Error::InvalidArgument(format!(
         "the [{n}, {d}] data has no variance: every row is the same"
@@ -217,10 +220,22 @@ impl PcaFit {
     /// Project `[n, d]` rows onto the axes: `(x − mean)·componentsᵀ`, `[n, k]`.
     pub fn transform(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?;
-        // x·Cᵀ − μ·Cᵀ: the centring happens on the [n, k] result, not on a copy of x.
+        let (n, _) = x.dims2()?;
+        // Centred block by block: no full centred copy of x, and no cancellation between
+        // x·Cᵀ and μ·Cᵀ when the activations share a large offset.
         let ct = self.components.t()?;
-        let shift = self.mean.unsqueeze(0)?.matmul(&ct)?; // [1, k]
-        Ok(x.matmul(&ct)?.broadcast_sub(&shift)?)
+        let mut parts = Vec::with_capacity(n.div_ceil(TRANSFORM_BLOCK).max(1));
+        let mut start = 0;
+        while start < n {
+            let b = TRANSFORM_BLOCK.min(n - start);
+            let xb = x.narrow(0, start, b)?.broadcast_sub(&self.mean)?;
+            parts.push(xb.matmul(&ct)?);
+            start += b;
+        }
+        if parts.is_empty() {
+            return Ok(x.matmul(&ct)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// Fraction of the total variance each axis explains.
@@ -355,13 +370,22 @@ impl CovarianceAccumulator {
 /// mean, projected on the top principal axis `v`, and scored `((x − μ)·v)²`. Returns the
 /// axis `[d]` and one score per row.
 pub fn spectral_scores(x: &Tensor, seed: u64) -> Result<(Vec<f32>, Vec<f64>)> {
+    let (v, proj) = spectral_projection(x, seed)?;
+    Ok((v, proj.iter().map(|p| p * p).collect()))
+}
+
+/// The top principal axis `[d]` and each row's centred projection `(x − μ)·v` on it.
+pub(crate) fn spectral_projection(x: &Tensor, seed: u64) -> Result<(Vec<f32>, Vec<f64>)> {
     let fit = PcaParams::new(1)
         .power_iterations(8)
         .seed(seed)
         .check()?
         .fit(x)?;
-    let proj = fit.transform(x)?.squeeze(D::Minus1)?;
-    let scores = proj.sqr()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let proj = fit
+        .transform(x)?
+        .squeeze(D::Minus1)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
     let v = fit.components.squeeze(0)?.to_vec1::<f32>()?;
-    Ok((v, scores))
+    Ok((v, proj))
 }

@@ -1,10 +1,10 @@
 //! Spectral-signature outliers (Tran et al. 2018) with a cut-off that adapts to the data.
 //!
 //! The reference implementation removes a fixed 1.5 × (expected poison fraction) of every
-//! class, so it flags about a sixth of a clean class. Here each row's signed projection on
+//! class, so it flags about a sixth of a clean class. Here each row's centred projection on
 //! the class's top principal axis is compared with the projections' median in units of
-//! their median absolute deviation (a robust z-score: both stay put while poison is under
-//! half the class), and a row is an outlier when it lies beyond the normal quantile
+//! their median absolute deviation (a robust z-score, [`robust_z`]: both stay put while
+//! poison is under half the class), and a row is an outlier when it lies beyond the normal quantile
 //! `1 − α / (2n)`: with Gaussian clean rows, about `α` false outliers per class whatever
 //! its size (a Bonferroni bound), and none forced when there is no poison.
 //!
@@ -29,7 +29,7 @@
 use candle_core::Tensor;
 use serde::Serialize;
 
-use super::spectral_scores;
+use super::pca::spectral_projection;
 use crate::{Error, Result};
 
 /// Checked parameters of the spectral-signature detector; build with
@@ -102,28 +102,11 @@ impl Spectral {
     /// Scores and outliers of the rows of an `[n, d]` tensor (one class).
     pub fn fit(&self, x: &Tensor) -> Result<SpectralOutliers> {
         let p = &self.0;
-        let (axis, scores) = spectral_scores(x, p.seed)?;
-        // The signed projection: the score is its square.
-        let proj: Vec<f64> = x
-            .to_dtype(candle_core::DType::F32)?
-            .matmul(&Tensor::new(axis.as_slice(), x.device())?.unsqueeze(1)?)?
-            .squeeze(1)?
-            .to_dtype(candle_core::DType::F64)?
-            .to_vec1::<f64>()?;
+        let (_, proj) = spectral_projection(x, p.seed)?;
+        let scores: Vec<f64> = proj.iter().map(|v| v * v).collect();
         let n = proj.len();
-        let med = median(proj.clone());
-        let mad = 1.4826 * median(proj.iter().map(|v| (v - med).abs()).collect());
+        let robust_z = robust_z(&proj);
         let cutoff = normal_quantile(1.0 - p.alpha / (2.0 * n as f64));
-        let robust_z: Vec<f64> = proj
-            .iter()
-            .map(|v| {
-                if mad > 0.0 {
-                    (v - med).abs() / mad
-                } else {
-                    0.0
-                }
-            })
-            .collect();
         let outliers = (0..n).filter(|&i| robust_z[i] > cutoff).collect();
         Ok(SpectralOutliers {
             scores,
@@ -132,6 +115,21 @@ impl Spectral {
             outliers,
         })
     }
+}
+
+/// Each value's distance from the median in robust standard deviations: 1.4826 × the
+/// median absolute deviation, or, when more than half the values coincide (MAD 0),
+/// 1.2533 × the mean absolute deviation; all 0 when every value is the same.
+pub(crate) fn robust_z(v: &[f64]) -> Vec<f64> {
+    let med = median(v.to_vec());
+    let dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
+    let mut scale = 1.4826 * median(dev.clone());
+    if scale <= 0.0 {
+        scale = 1.2533 * dev.iter().sum::<f64>() / dev.len().max(1) as f64;
+    }
+    dev.iter()
+        .map(|d| if scale > 0.0 { d / scale } else { 0.0 })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
