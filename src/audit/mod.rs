@@ -551,22 +551,36 @@ impl Audit {
     /// One forward pass over `ids` in batches: the audited layer's pooled activations
     /// (f32) and, when the model has an output, its argmax per row.
     fn pass(&self, ctx: &Context, ids: &[Vec<u32>]) -> Result<(Tensor, Option<Vec<u32>>)> {
+        let (acts, output) = self.forward(ctx, ids, true)?;
+        Ok((Tensor::cat(&acts, 0)?, output))
+    }
+
+    /// Forward `ids` in batches: the pooled activations when `pool` (else none), and the
+    /// output argmax when the model has an output.
+    fn forward(
+        &self,
+        ctx: &Context,
+        ids: &[Vec<u32>],
+        pool: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<u32>>)> {
         let mut acts = Vec::new();
         let mut output = Some(Vec::with_capacity(ids.len()));
         for chunk in ids.chunks(self.0.batch_size) {
             let batch = ctx.model.batch(chunk)?;
             let out = ctx.model.forward_with_states(&batch)?;
-            acts.push(
-                batch
-                    .pool(&out.hidden_states[ctx.layer], ctx.pooling)?
-                    .to_dtype(DType::F32)?,
-            );
+            if pool {
+                acts.push(
+                    batch
+                        .pool(&out.hidden_states[ctx.layer], ctx.pooling)?
+                        .to_dtype(DType::F32)?,
+                );
+            }
             match (&mut output, &out.logits) {
                 (Some(o), Some(l)) => o.extend(l.argmax(1)?.to_vec1::<u32>()?),
                 _ => output = None,
             }
         }
-        Ok((Tensor::cat(&acts, 0)?, output))
+        Ok((acts, output))
     }
 
     /// The model's decision (output argmax) for every row of `ids`.
@@ -574,7 +588,8 @@ impl Audit {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.pass(ctx, ids)?.1.ok_or_else(|| {
+        // The decision alone: no activations pooled.
+        self.forward(ctx, ids, false)?.1.ok_or_else(|| {
             Error::InvalidArgument("the model's output disappeared between passes".into())
         })
     }
@@ -710,7 +725,7 @@ impl Audit {
                 .copied()
                 .filter(|&i| class.member[i] && !group.contains(&i))
                 .collect();
-            dependent.extend(self.changed(ctx, &rest, &set_runs)?);
+            dependent.extend(self.changed(ctx, &rest, &set_runs)?.0);
             outside = carriers
                 .iter()
                 .copied()
@@ -758,11 +773,7 @@ impl Audit {
             .copied()
             .filter(|&i| runs.iter().any(|r| contains_run(&ctx.ids[i], r)))
             .collect();
-        let changed = self.changed(ctx, &holders, runs)?;
-        let tested = holders
-            .iter()
-            .filter(|&&i| !without_runs(&ctx.ids[i], runs).is_empty())
-            .count();
+        let (changed, tested) = self.changed(ctx, &holders, runs)?;
         Ok(Removal {
             tested,
             flip: changed.len() as f64 / tested.max(1) as f64,
@@ -770,21 +781,27 @@ impl Audit {
         })
     }
 
-    /// Which of `rows` change decision when the `runs` are taken out (rows left empty are
-    /// skipped).
-    fn changed(&self, ctx: &Context, rows: &[usize], runs: &[Vec<u32>]) -> Result<Vec<usize>> {
-        let edited: Vec<(usize, Vec<u32>)> = rows
+    /// Which of `rows` change decision when the `runs` are taken out, and how many rows
+    /// were tested (a row left empty is skipped).
+    fn changed(
+        &self,
+        ctx: &Context,
+        rows: &[usize],
+        runs: &[Vec<u32>],
+    ) -> Result<(Vec<usize>, usize)> {
+        let (kept, edited): (Vec<usize>, Vec<Vec<u32>>) = rows
             .iter()
             .map(|&i| (i, without_runs(&ctx.ids[i], runs)))
             .filter(|(_, e)| !e.is_empty())
-            .collect();
-        let after = self.decide(ctx, &edited.iter().map(|e| e.1.clone()).collect::<Vec<_>>())?;
-        Ok(edited
+            .unzip();
+        let after = self.decide(ctx, &edited)?;
+        let changed = kept
             .iter()
             .zip(&after)
-            .filter(|((i, _), &a)| a != ctx.before[*i])
-            .map(|((i, _), _)| *i)
-            .collect())
+            .filter(|(&i, &a)| a != ctx.before[i])
+            .map(|(&i, _)| i)
+            .collect();
+        Ok((changed, kept.len()))
     }
 
     /// Cluster one class: its summary (spectral scores written into `spectral`) and the
