@@ -59,5 +59,27 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+/// The audit's shape: ten classes of 1 000 rows in 10 PCA dims, 2-means with four
+/// restarts, one class at a time against all of them in one batch.
+fn batched_classes(c: &mut Criterion) {
+    let z = data(10_000, 10);
+    let classes: Vec<Tensor> = (0..10)
+        .map(|i| z.narrow(0, i * 1000, 1000).unwrap())
+        .collect();
+    let km = KMeansParams::new(2).restarts(4).check().unwrap();
+    let mut g = c.benchmark_group("kmeans_10_classes_of_1000x10");
+    g.sample_size(20);
+    g.bench_function("one_class_at_a_time", |b| {
+        b.iter(|| {
+            classes
+                .iter()
+                .map(|x| km.fit(x).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("batched", |b| b.iter(|| km.fit_batch(&classes).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, kernels, batched_classes);
 criterion_main!(benches);

@@ -82,6 +82,60 @@ fn kmeans_separates_blobs() {
     }
 }
 
+/// Groups of different sizes clustered in one batch get the fits each gets alone: the
+/// padding rows count for nothing, a converged restart stops moving, and an empty cluster
+/// (three clusters asked of two distinct points) is refilled rather than left NaN.
+#[test]
+fn kmeans_batched_over_groups_matches_each_group_alone() {
+    let d = 6;
+    let blobs = |n: usize, seed: u64, sep: f32| {
+        let z = noise(n * d, seed);
+        let rows: Vec<f32> = z
+            .chunks(d)
+            .enumerate()
+            .flat_map(|(i, r)| {
+                let c = (i % 3) as f32 * sep;
+                r.iter().map(move |v| v + c).collect::<Vec<_>>()
+            })
+            .collect();
+        Tensor::from_vec(rows, (n, d), &Device::Cpu).unwrap()
+    };
+    let twins: Vec<f32> = (0..40)
+        .flat_map(|i| vec![if i < 10 { 5.0f32 } else { 0.0 }; d])
+        .collect();
+    let groups = vec![
+        blobs(300, 21, 8.0),
+        blobs(57, 22, 0.3), // overlapping: many iterations, restarts disagree
+        Tensor::from_vec(twins, (40, d), &Device::Cpu).unwrap(),
+        blobs(1000, 23, 2.0),
+    ];
+    for k in [2, 3] {
+        let km = KMeansParams::new(k).restarts(3).seed(5).check().unwrap();
+        let batch = km.fit_batch(&groups).unwrap();
+        assert_eq!(batch.len(), groups.len());
+        for (x, b) in groups.iter().zip(&batch) {
+            let alone = km.fit(x).unwrap();
+            assert_eq!(b.labels, alone.labels, "k {k}");
+            assert_eq!(b.sizes, alone.sizes);
+            assert_eq!(b.iterations, alone.iterations);
+            assert!((b.inertia - alone.inertia).abs() <= 1e-5 * alone.inertia.max(1.0));
+            assert_eq!(b.sizes.iter().sum::<usize>(), x.dim(0).unwrap());
+            let c = b.centroids.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(c.iter().all(|v| v.is_finite()));
+        }
+    }
+    let km = KMeansParams::new(2).check().unwrap();
+    assert!(km.fit_batch(&[]).unwrap().is_empty());
+    // A narrower group (a class whose PCA kept fewer axes) is padded with zero columns.
+    let narrow = groups[3].narrow(1, 0, 4).unwrap();
+    let both = km.fit_batch(&[groups[0].clone(), narrow.clone()]).unwrap();
+    let alone = km.fit(&narrow).unwrap();
+    assert_eq!(both[1].labels, alone.labels);
+    assert_eq!(both[1].centroids.dims(), &[2, 4]);
+    let empty = Tensor::zeros((10, 0), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(km.fit_batch(&[groups[0].clone(), empty]).is_err());
+}
+
 /// Data stretched along a known direction: PCA's first axis is that direction and its
 /// variance the planted one; the in-memory and streaming paths agree.
 #[test]

@@ -47,7 +47,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use crate::hunt::vocab::{TokenClass, Vocab};
-use crate::linalg::{silhouette, KMeansParams, PcaParams, SpectralParams};
+use crate::linalg::{silhouette, KMeansFit, KMeansParams, PcaParams, SpectralParams};
 use crate::model::{Family, Model, Pooling};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -472,8 +472,11 @@ impl Audit {
         // finer splits, a small class whole, the carriers of tokens the class nearly owns),
         // stopping at the first confirmed one.
         let mut found: Vec<Found> = Vec::new();
-        for (class, idx) in &classes {
-            let (mut s, groups) = self.class(&acts, class, idx, &mut spectral)?;
+        for ((_, idx), (mut s, groups)) in
+            classes
+                .iter()
+                .zip(self.cluster_classes(&acts, &classes, &mut spectral)?)
+        {
             let cluster = if s.flagged {
                 groups[0].clone()
             } else {
@@ -804,17 +807,67 @@ impl Audit {
         Ok((changed, kept.len()))
     }
 
-    /// Cluster one class: its summary (spectral scores written into `spectral`) and the
-    /// candidate groups for attribution: first the 2-means smaller cluster (empty when
-    /// the class was not split or the split is balanced), then, with attribution on, the
-    /// small clusters of the 3- to `max_clusters`-means splits.
-    fn class(
+    /// Cluster every class: per class its summary (spectral scores written into
+    /// `spectral`) and the candidate groups for attribution: first the 2-means smaller
+    /// cluster (empty when the class was not split or the split is balanced), then, with
+    /// attribution on, the small clusters of the 3- to `max_clusters`-means splits. Each
+    /// class gets its own PCA; the k-means runs once per `k` for all classes together.
+    fn cluster_classes(
+        &self,
+        acts: &Tensor,
+        classes: &[(String, Vec<usize>)],
+        spectral: &mut [f64],
+    ) -> Result<Vec<(ClassSummary, Vec<Vec<usize>>)>> {
+        let p = &self.0;
+        let mut out = Vec::with_capacity(classes.len());
+        // (position in `out`, the class's projected activations)
+        let mut projected: Vec<(usize, Tensor)> = Vec::new();
+        for (class, idx) in classes {
+            let (summary, z) = self.project(acts, class, idx, spectral)?;
+            if let Some(z) = z {
+                projected.push((out.len(), z));
+            }
+            out.push((summary, vec![Vec::new()]));
+        }
+        let zs: Vec<Tensor> = projected.iter().map(|(_, z)| z.clone()).collect();
+        let km = |k| {
+            KMeansParams::new(k)
+                .restarts(p.restarts)
+                .seed(p.seed)
+                .check()
+        };
+        let halves = km(2)?.fit_batch(&zs)?;
+        let mut finer: Vec<Vec<KMeansFit>> = vec![Vec::new(); zs.len()];
+        if p.attribution {
+            for k in 3..=p.max_clusters {
+                let (who, xs): (Vec<usize>, Vec<Tensor>) = zs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, z)| z.dim(0).is_ok_and(|n| k <= n / 2))
+                    .map(|(i, z)| (i, z.clone()))
+                    .unzip();
+                for (i, f) in who.into_iter().zip(km(k)?.fit_batch(&xs)?) {
+                    finer[i].push(f);
+                }
+            }
+        }
+        for (((at, z), fit), finer) in projected.iter().zip(halves).zip(finer) {
+            let idx = &classes[*at].1;
+            out[*at] = self.judge(out[*at].0.clone(), z, idx, &fit, &finer)?;
+        }
+        Ok(out)
+    }
+
+    /// One class's summary so far and its activations projected on its top PCA axes
+    /// (none when the class is too small or its activations do not vary); its spectral
+    /// scores are written into `spectral`.
+    fn project(
         &self,
         acts: &Tensor,
         class: &str,
         idx: &[usize],
         spectral: &mut [f64],
-    ) -> Result<(ClassSummary, Vec<Vec<usize>>)> {
+    ) -> Result<(ClassSummary, Option<Tensor>)> {
         let p = &self.0;
         let n = idx.len();
         let mut summary = ClassSummary {
@@ -831,7 +884,7 @@ impl Audit {
         };
         if n < p.min_class_size {
             summary.evidence = format!("{n} samples: too few to cluster");
-            return Ok((summary, vec![Vec::new()]));
+            return Ok((summary, None));
         }
         let x = select(acts, idx)?;
         let d = x.dim(1)?;
@@ -844,19 +897,10 @@ impl Audit {
             // Constant activations (no axis to find); anything else is a real failure.
             Err(Error::InvalidArgument(_)) => {
                 summary.evidence = "activations do not vary within the class".into();
-                return Ok((summary, vec![Vec::new()]));
+                return Ok((summary, None));
             }
             Err(e) => return Err(e),
         };
-        let z = pca.transform(&x)?;
-        let fit = KMeansParams::new(2)
-            .restarts(p.restarts)
-            .seed(p.seed)
-            .check()?
-            .fit(&z)?;
-        let (sil, _) = silhouette(&z, &fit.labels, 2)?;
-        let small = if fit.sizes[0] <= fit.sizes[1] { 0 } else { 1 };
-        let frac = fit.sizes[small] as f64 / n as f64;
         let spec = SpectralParams::new()
             .alpha(p.spectral_alpha)
             .seed(p.seed)
@@ -866,6 +910,24 @@ impl Audit {
             spectral[i] = spec.scores[k];
         }
         summary.spectral_outliers = spec.outliers.iter().map(|&k| idx[k]).collect();
+        Ok((summary, Some(pca.transform(&x)?)))
+    }
+
+    /// The verdict on one class from its 2-means `fit` (and the `finer` splits), and its
+    /// candidate groups (see [`Self::cluster_classes`]).
+    fn judge(
+        &self,
+        mut summary: ClassSummary,
+        z: &Tensor,
+        idx: &[usize],
+        fit: &KMeansFit,
+        finer: &[KMeansFit],
+    ) -> Result<(ClassSummary, Vec<Vec<usize>>)> {
+        let p = &self.0;
+        let n = idx.len();
+        let (sil, _) = silhouette(z, &fit.labels, 2)?;
+        let small = if fit.sizes[0] <= fit.sizes[1] { 0 } else { 1 };
+        let frac = fit.sizes[small] as f64 / n as f64;
         summary.cluster_sizes = vec![fit.sizes[small], fit.sizes[1 - small]];
         summary.silhouette = Some(sil);
         summary.smaller_fraction = Some(frac);
@@ -877,25 +939,18 @@ impl Audit {
                 .map(|(&i, _)| i)
                 .collect()
         };
-        // groups[0] is the 2-means smaller cluster (empty when the split is balanced); with
-        // attribution on, the small clusters of finer splits follow as candidates.
+        // groups[0] is the 2-means smaller cluster (empty when the split is balanced); the
+        // small clusters of finer splits follow as candidates.
         let mut groups = vec![if is_small {
             members(&fit.labels, small)
         } else {
             Vec::new()
         }];
-        if p.attribution {
-            for k in 3..=p.max_clusters.min(n / 2) {
-                let f = KMeansParams::new(k)
-                    .restarts(p.restarts)
-                    .seed(p.seed)
-                    .check()?
-                    .fit(&z)?;
-                for c in 0..k {
-                    let share = f.sizes[c] as f64 / n as f64;
-                    if share > 0.0 && share <= p.max_poison_fraction {
-                        groups.push(members(&f.labels, c));
-                    }
+        for f in finer {
+            for (c, &size) in f.sizes.iter().enumerate() {
+                let share = size as f64 / n as f64;
+                if share > 0.0 && share <= p.max_poison_fraction {
+                    groups.push(members(&f.labels, c));
                 }
             }
         }

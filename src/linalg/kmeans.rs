@@ -104,35 +104,220 @@ pub(super) fn sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor
     Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)
 }
 
+/// `x` `[n, d]` padded with zeros to `[rows, cols]`.
+fn pad(x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    if (n, d) == (rows, cols) {
+        return Ok(x.clone());
+    }
+    Ok(x.pad_with_zeros(1, 0, cols - d)?
+        .pad_with_zeros(0, 0, rows - n)?)
+}
+
+/// Squared distances `[g, n, m]` of each group's rows `[g, n, d]` to its centres
+/// `[g, m, d]`, clamped at 0.
+fn batch_sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
+    let c2 = c.sqr()?.sum_keepdim(2)?.transpose(1, 2)?; // [g, 1, m]
+    let xc = x.matmul(&c.transpose(1, 2)?)?; // [g, n, m]
+    Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)
+}
+
 impl KMeans {
     /// Cluster the rows of an `[n, d]` tensor (computed in f32 on its device).
     pub fn fit(&self, x: &Tensor) -> Result<KMeansFit> {
+        let mut fits = self.fit_batch(std::slice::from_ref(x))?;
+        Ok(fits.pop().expect("one fit per group"))
+    }
+
+    /// Cluster each of several `[n_g, d_g]` tensors on its own (one per class, say) in one
+    /// batch: the groups are stacked into `[G, n_max, d_max]` (shorter ones padded with
+    /// rows that count for nothing, narrower ones with zero columns, which change no
+    /// distance) and every restart's centres sit side by side, so each Lloyd
+    /// step is two batched matmuls for all groups and restarts together instead of two per
+    /// group and restart. Each group's fit is the one [`KMeans::fit`] gives it alone: the
+    /// same seeded starts, and a restart stops moving once it has converged while the
+    /// others go on.
+    pub fn fit_batch(&self, xs: &[Tensor]) -> Result<Vec<KMeansFit>> {
         let p = &self.0;
-        let (n, d) = x.dims2()?;
-        if n < p.k {
-            return Err(Error::InvalidArgument(format!(
-                "{n} rows cannot make {} clusters",
-                p.k
-            )));
+        let (k, r) = (p.k, p.restarts);
+        let Some(first) = xs.first() else {
+            return Ok(Vec::new());
+        };
+        let dev = first.device().clone();
+        let mut widths = Vec::with_capacity(xs.len());
+        let mut sizes = Vec::with_capacity(xs.len());
+        let mut groups = Vec::with_capacity(xs.len());
+        let mut tols = Vec::with_capacity(xs.len());
+        let mut starts = Vec::with_capacity(xs.len());
+        for x in xs {
+            let (n, d) = x.dims2()?;
+            if n < k {
+                return Err(Error::InvalidArgument(format!(
+                    "{n} rows cannot make {k} clusters"
+                )));
+            }
+            if d == 0 {
+                return Err(Error::InvalidArgument("k-means on 0 columns".into()));
+            }
+            let x = x.to_dtype(DType::F32)?.to_device(&dev)?.contiguous()?;
+            let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
+            let mean = (column_sums(&x)? / n as f64)?;
+            tols.push(p.tolerance * shifted_sum_squares(&x, &mean)? / (n * d) as f64);
+            // Each group draws from its own stream, as a fit of it alone would.
+            let mut rng = Rng::new(p.seed, "kmeans");
+            let cs = (0..r)
+                .map(|_| self.seed_centres(&x, &x2, &mut rng))
+                .collect::<Result<Vec<_>>>()?;
+            starts.push(Tensor::cat(&cs, 0)?); // [r·k, d]
+            sizes.push(n);
+            widths.push(d);
+            groups.push(x);
         }
-        if d == 0 {
-            return Err(Error::InvalidArgument("k-means on 0 columns".into()));
-        }
-        let x = x.to_dtype(DType::F32)?.contiguous()?;
-        let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
-        let mean = (column_sums(&x)? / n as f64)?;
-        let var = shifted_sum_squares(&x, &mean)? / (n * d) as f64;
-        let tol = p.tolerance * var;
-        let mut rng = Rng::new(p.seed, "kmeans");
-        let mut best: Option<KMeansFit> = None;
-        for _ in 0..p.restarts {
-            let c = self.seed_centres(&x, &x2, &mut rng)?;
-            let fit = self.lloyd(&x, &x2, c, tol)?;
-            if best.as_ref().is_none_or(|b| fit.inertia < b.inertia) {
-                best = Some(fit);
+        let g = groups.len();
+        let n_max = sizes.iter().copied().max().unwrap_or(0);
+        let d = widths.iter().copied().max().unwrap_or(0);
+        let x = Tensor::stack(
+            &groups
+                .iter()
+                .map(|x| pad(x, n_max, d))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?; // [g, n_max, d]
+        let starts = starts
+            .iter()
+            .map(|c| pad(c, r * k, d))
+            .collect::<Result<Vec<_>>>()?;
+        let x2 = x.sqr()?.sum_keepdim(2)?; // [g, n_max, 1]
+                                           // `[x, 1]·[−2c, ‖c‖²]ᵀ = ‖x − c‖² − ‖x‖²`: the assignment needs no more than this,
+                                           // one matmul per step.
+        let xa = Tensor::cat(
+            &[x.clone(), Tensor::ones((g, n_max, 1), DType::F32, &dev)?],
+            2,
+        )?;
+        let live: Vec<f32> = sizes
+            .iter()
+            .flat_map(|&n| (0..n_max).map(move |i| f32::from(u8::from(i < n))))
+            .collect();
+        // Counts as a matmul: a reduction over the rows walks memory a row at a time.
+        let live = Tensor::from_vec(live, (g, 1, n_max), &dev)?;
+        let ks = Tensor::arange(0u32, k as u32, &dev)?.reshape((1, 1, 1, k))?;
+        let mut c = Tensor::stack(&starts, 0)?; // [g, r·k, d]
+        let mut active = vec![vec![true; r]; g];
+        let mut iterations = vec![vec![0usize; r]; g];
+        for _ in 0..p.max_iterations {
+            let ca = Tensor::cat(&[(&c * -2.0)?, c.sqr()?.sum_keepdim(2)?], 2)?;
+            let d2 = xa.matmul(&ca.transpose(1, 2)?)?; // [g, n_max, r·k], less ‖x‖²
+            let labels = d2.reshape((g, n_max, r, k))?.argmin_keepdim(3)?;
+            // Padding rows are zero, so they add nothing to the sums; `live` keeps them
+            // out of the counts.
+            let onehot =
+                labels
+                    .broadcast_eq(&ks)?
+                    .to_dtype(DType::F32)?
+                    .reshape((g, n_max, r * k))?;
+            let counts = live.matmul(&onehot)?; // [g, 1, r·k]
+            let sums = onehot.transpose(1, 2)?.matmul(&x)?; // [g, r·k, d]
+            let mut next = sums.broadcast_div(&counts.clamp(1f32, f32::MAX)?.transpose(1, 2)?)?;
+            let cnt = counts.squeeze(1)?.to_vec2::<f32>()?;
+            if cnt.iter().flatten().any(|&v| v == 0.0) {
+                let d2 = d2.broadcast_add(&x2)?;
+                next = self.refill_empty(&next, &d2, &x, &cnt, &sizes, &active)?;
+            }
+            let shift = (&next - &c)?
+                .sqr()?
+                .reshape((g, r, k * d))?
+                .sum(2)?
+                .to_vec2::<f32>()?;
+            // Converged restarts keep their centres (exactly, as a lone fit would stop).
+            let keep: Vec<u8> = active
+                .iter()
+                .flat_map(|a| {
+                    a.iter()
+                        .flat_map(|&on| std::iter::repeat_n(u8::from(on), k))
+                })
+                .collect();
+            let keep = Tensor::from_vec(keep, (g, r * k, 1), &dev)?.broadcast_as(c.shape())?;
+            c = keep.where_cond(&next, &c)?;
+            let mut any = false;
+            for gi in 0..g {
+                for ri in 0..r {
+                    if active[gi][ri] {
+                        iterations[gi][ri] += 1;
+                        active[gi][ri] = f64::from(shift[gi][ri]) > tols[gi];
+                        any |= active[gi][ri];
+                    }
+                }
+            }
+            if !any {
+                break;
             }
         }
-        Ok(best.expect("at least one restart"))
+        // Final assignment against the final centres; each group keeps its best restart
+        // (the first of equals, as a lone fit would).
+        let d2 = batch_sq_distances(&x, &x2, &c)?.reshape((g, n_max, r, k))?;
+        let mins = d2.min(3)?.to_dtype(DType::F64)?.to_vec3::<f64>()?; // [g, n_max, r]
+        let labels = d2.argmin(3)?.to_vec3::<u32>()?;
+        let mut fits = Vec::with_capacity(g);
+        for gi in 0..g {
+            let n = sizes[gi];
+            let inertia: Vec<f64> = (0..r)
+                .map(|ri| mins[gi][..n].iter().map(|row| row[ri]).sum())
+                .collect();
+            let best = (0..r).fold(0, |b, ri| if inertia[ri] < inertia[b] { ri } else { b });
+            let lab: Vec<u32> = labels[gi][..n].iter().map(|row| row[best]).collect();
+            let mut counts = vec![0usize; k];
+            for &l in &lab {
+                counts[l as usize] += 1;
+            }
+            fits.push(KMeansFit {
+                centroids: c
+                    .get(gi)?
+                    .narrow(0, best * k, k)?
+                    .narrow(1, 0, widths[gi])?,
+                labels: lab,
+                sizes: counts,
+                inertia: inertia[best],
+                iterations: iterations[gi][best],
+            });
+        }
+        Ok(fits)
+    }
+
+    /// An empty cluster of a running restart takes the row of its group farthest from
+    /// that restart's centres (rare, so done on the host).
+    fn refill_empty(
+        &self,
+        next: &Tensor,
+        d2: &Tensor,
+        x: &Tensor,
+        counts: &[Vec<f32>],
+        sizes: &[usize],
+        active: &[Vec<bool>],
+    ) -> Result<Tensor> {
+        let k = self.0.k;
+        let shape = next.shape().clone();
+        let mut rows = next.to_vec3::<f32>()?;
+        for (gi, cnt) in counts.iter().enumerate() {
+            for (ri, on) in active[gi].iter().enumerate() {
+                let empty: Vec<usize> = (0..k).filter(|&j| cnt[ri * k + j] == 0.0).collect();
+                if !on || empty.is_empty() {
+                    continue;
+                }
+                let far = d2
+                    .get(gi)?
+                    .narrow(0, 0, sizes[gi])?
+                    .narrow(1, ri * k, k)?
+                    .min(1)?
+                    .argmax(0)?
+                    .to_scalar::<u32>()? as usize;
+                let row = x.get(gi)?.get(far)?.to_vec1::<f32>()?;
+                for j in empty {
+                    rows[gi][ri * k + j].clone_from(&row);
+                }
+            }
+        }
+        let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+        Ok(Tensor::from_vec(flat, shape, next.device())?)
     }
 
     /// k-means++ (greedy, as scikit-learn: `2 + ln k` trials per centre, the one that
@@ -178,65 +363,6 @@ impl KMeans {
         }
         let idx: Vec<u32> = chosen.iter().map(|&i| i as u32).collect();
         Ok(x.index_select(&Tensor::new(idx.as_slice(), x.device())?, 0)?)
-    }
-
-    fn lloyd(&self, x: &Tensor, x2: &Tensor, mut c: Tensor, tol: f64) -> Result<KMeansFit> {
-        let k = self.0.k;
-        let dev = x.device();
-        let ks = Tensor::arange(0u32, k as u32, dev)?.unsqueeze(0)?; // [1, k]
-        let mut iterations = 0;
-        for _ in 0..self.0.max_iterations {
-            iterations += 1;
-            let d2 = sq_distances(x, x2, &c)?;
-            let labels = d2.argmin_keepdim(1)?; // [n, 1]
-            let onehot = labels.broadcast_eq(&ks)?.to_dtype(DType::F32)?; // [n, k]
-            let counts = column_sums(&onehot)?.squeeze(0)?; // [k]
-            let sums = onehot.t()?.matmul(x)?; // [k, d]
-            let cnt = counts.to_vec1::<f32>()?;
-            let next = if cnt.iter().all(|&v| v > 0.0) {
-                sums.broadcast_div(&counts.unsqueeze(1)?)?
-            } else {
-                // An empty cluster takes the row farthest from its centre.
-                let far = d2
-                    .min_keepdim(1)?
-                    .squeeze(1)?
-                    .argmax(0)?
-                    .to_scalar::<u32>()?;
-                let mut rows = Vec::with_capacity(k);
-                for (j, &v) in cnt.iter().enumerate() {
-                    rows.push(if v > 0.0 {
-                        (sums.narrow(0, j, 1)? / f64::from(v))?
-                    } else {
-                        x.narrow(0, far as usize, 1)?
-                    });
-                }
-                Tensor::cat(&rows, 0)?
-            };
-            let shift = f64::from((&next - &c)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            c = next;
-            if shift <= tol {
-                break;
-            }
-        }
-        // Final assignment against the final centres.
-        let d2 = sq_distances(x, x2, &c)?;
-        let labels = d2.argmin_keepdim(1)?.squeeze(1)?.to_vec1::<u32>()?;
-        let inertia = d2
-            .min_keepdim(1)?
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        let mut sizes = vec![0usize; k];
-        for &l in &labels {
-            sizes[l as usize] += 1;
-        }
-        Ok(KMeansFit {
-            centroids: c,
-            labels,
-            sizes,
-            inertia,
-            iterations,
-        })
     }
 }
 
