@@ -53,7 +53,11 @@ from this same run (> 1 means trojanscan is faster), against (a) and against (b)
 k-means inertia of (c) against (a). Both are measured in a 10-dim PCA space of the same data
 (the same subspace up to rotation and sign, which inertia does not see), so they are directly
 comparable: a relative difference near 0 means both found the same clustering, a negative one
-that trojanscan found a better (lower-inertia) one. --json OUT writes everything as JSON.
+that trojanscan found a better (lower-inertia) one. (b)'s own inertia lives in FastICA's
+unit-variance space and compares with nothing, so every pipeline's partition is also scored in
+one common space: the within-cluster sum of squares of the original d-dim activations under
+its labels ("raw inertia"; trojanscan's labels come from `cluster_bench --labels`). Lower is
+better there for all three alike. --json OUT writes everything as JSON.
 """
 import argparse
 import json
@@ -131,6 +135,15 @@ def make_data(n, d, seed=SEED, latent="gaussian", rank=16, noise=0.5, shift=10.0
     return x, planted
 
 
+def raw_inertia(x, labels):
+    """Within-cluster sum of squares of the rows of x under labels (float64 sums)."""
+    total = 0.0
+    for c in np.unique(labels):
+        rows = x[labels == c].astype(np.float64)
+        total += float(((rows - rows.mean(axis=0)) ** 2).sum())
+    return total
+
+
 # ---------------------------------------------------------------- sklearn side (ART's pipeline)
 def sklearn_pipeline(x, reduce, planted=None):
     if reduce == "PCA":
@@ -152,12 +165,14 @@ def sklearn_pipeline(x, reduce, planted=None):
         res["ica_iterations"] = int(projector.n_iter_)
     if planted is not None:
         res["ari"] = float(adjusted_rand_score(planted, clusterer.labels_))
+    res["raw_inertia"] = raw_inertia(x, clusterer.labels_)
     return res
 
 
 # ---------------------------------------------------------------- trojanscan side
-def trojanscan_run(binary, path, threads, timeout):
-    cmd = [binary, "--input", path, "--dims", str(DIMS), "--k", str(K), "--seed", str(SEED)]
+def trojanscan_run(binary, path, threads, timeout, labels_path):
+    cmd = [binary, "--input", path, "--dims", str(DIMS), "--k", str(K), "--seed", str(SEED),
+           "--labels", labels_path]
     env = dict(os.environ)
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)
@@ -175,6 +190,7 @@ def trojanscan_run(binary, path, threads, timeout):
             missing = {"seconds", "inertia"} - res.keys()
             if missing:
                 raise RuntimeError(f"missing {sorted(missing)} in {line}")
+            res["labels"] = np.fromfile(labels_path, dtype="<u4")
             return res
     raise RuntimeError(f"no JSON line on stdout: {p.stdout[-500:]!r}")
 
@@ -188,13 +204,14 @@ def print_size(r):
     n, d = r["n"], r["d"]
     print(f"\n== {n} x {d} float32 ({n * d * 4 / 1e6:.1f} MB, {r['latent']} factors), "
           f"planted minority {r['minority_rows']} rows ==")
-    print(f"{'pipeline':<36}{'seconds':>9}  {'inertia':>12}  {'ARI':>5}  notes")
+    print(f"{'pipeline':<36}{'seconds':>9}  {'inertia':>12}  {'raw inertia':>12}  {'ARI':>5}  "
+          f"notes")
     rows = [("(a) sklearn PCA(10) + KMeans(2)", r["sklearn_pca"]),
             ("(b) sklearn FastICA(10) + KMeans(2)", r["sklearn_fastica"]),
             ("(c) trojanscan PCA(10) + k-means(2)", r.get("trojanscan"))]
     for name, res in rows:
         if res is None:
-            print(f"{name:<36}{fmt_s(None)}  {'-':>12}  {'-':>5}  "
+            print(f"{name:<36}{fmt_s(None)}  {'-':>12}  {'-':>12}  {'-':>5}  "
                   f"skipped: {r['trojanscan_skipped']}")
             continue
         ari = f"{res['ari']:5.3f}" if "ari" in res else f"{'-':>5}"
@@ -207,12 +224,15 @@ def print_size(r):
                 notes += f", ICA {res['ica_iterations']} iters"
             if res["warnings"]:
                 notes += "; warning: " + "; ".join(w.split(". ")[0] for w in res["warnings"])
-        print(f"{name:<36}{fmt_s(res['seconds'])}  {res['inertia']:12.6g}  {ari}  {notes}")
+        print(f"{name:<36}{fmt_s(res['seconds'])}  {res['inertia']:12.6g}  "
+              f"{res['raw_inertia']:12.6g}  {ari}  {notes}")
     if "speedup_vs_pca" in r:
         print(f"speedup (sklearn s / trojanscan s): vs (a) {r['speedup_vs_pca']:.2f}x, "
               f"vs (b) {r['speedup_vs_fastica']:.2f}x")
         print(f"inertia (c) vs (a), same PCA subspace: relative difference "
               f"{r['inertia_rel_diff']:+.3e}")
+        print(f"raw inertia (c) vs (a) {r['raw_rel_diff_vs_pca']:+.3e}, "
+              f"(c) vs (b) {r['raw_rel_diff_vs_fastica']:+.3e} (relative; < 0: (c) lower)")
 
 
 def main():
@@ -264,11 +284,16 @@ def main():
             r["sklearn_fastica"] = sklearn_pipeline(x, "FastICA", planted)
             path = os.path.join(tmp, f"x_{n}x{d}.safetensors")
             save_file({"x": x}, path)
-            del x
             if have_bin:
                 try:
                     t = r["trojanscan"] = trojanscan_run(args.bin, path, args.threads,
-                                                         args.run_timeout)
+                                                         args.run_timeout, path + ".labels")
+                    labels = t.pop("labels")
+                    t["ari"] = float(adjusted_rand_score(planted, labels))
+                    t["raw_inertia"] = raw_inertia(x, labels)
+                    for key, other in (("pca", "sklearn_pca"), ("fastica", "sklearn_fastica")):
+                        o = r[other]["raw_inertia"]
+                        r[f"raw_rel_diff_vs_{key}"] = (t["raw_inertia"] - o) / o
                     r["speedup_vs_pca"] = r["sklearn_pca"]["seconds"] / t["seconds"]
                     r["speedup_vs_fastica"] = r["sklearn_fastica"]["seconds"] / t["seconds"]
                     a = r["sklearn_pca"]["inertia"]
@@ -279,6 +304,9 @@ def main():
             else:
                 r["trojanscan_skipped"] = skipped
             os.remove(path)
+            if os.path.exists(path + ".labels"):
+                os.remove(path + ".labels")
+            del x
             print_size(r)
             results.append(r)
 
