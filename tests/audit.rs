@@ -176,6 +176,18 @@ fn bare_encoders_skip_attribution() {
     assert!(r.notes[0].contains("attribution skipped"));
     assert!(r.classes.iter().all(|c| c.trigger.is_none()));
     assert!(r.flagged.is_empty(), "{:?}", r.flagged);
+    // Unlabelled rows need predicted classes, which a bare encoder cannot give.
+    let mut unlabelled = rows.clone();
+    unlabelled[3].label = None;
+    let err = AuditParams::default()
+        .check()
+        .unwrap()
+        .run(&model, &unlabelled)
+        .unwrap_err();
+    assert!(
+        matches!(&err, trojanscan::Error::InvalidArgument(m) if m.contains("unlabelled")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -402,6 +402,14 @@ impl Audit {
             Family::Llama => Pooling::Last,
             _ => Pooling::Cls,
         };
+        // Refused before any forward pass: a decoder always has next-token logits, an
+        // encoder only with a classifier head (which is when it has labels).
+        let has_output = info.family == Family::Llama || info.labels.is_some();
+        if !has_output && rows.iter().any(|r| r.label.is_none()) {
+            return Err(Error::InvalidArgument(
+                "unlabelled rows need a model with a head to predict classes".into(),
+            ));
+        }
         let ids = rows
             .iter()
             .map(|r| model.tokenize(&r.text))
@@ -418,11 +426,6 @@ impl Audit {
             boundary: Vec::new(),
         };
         let (acts, output) = self.pass(&ctx, &ctx.ids)?;
-        if output.is_none() && rows.iter().any(|r| r.label.is_none()) {
-            return Err(Error::InvalidArgument(
-                "unlabelled rows need a model with a head to predict classes".into(),
-            ));
-        }
         let mut classes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
             let c = match (&r.label, &output) {
@@ -432,7 +435,11 @@ impl Audit {
                     .as_ref()
                     .and_then(|names| names.get(pred[i] as usize).cloned())
                     .unwrap_or_else(|| format!("predicted:{}", pred[i])),
-                (None, None) => unreachable!("refused above"),
+                (None, None) => {
+                    return Err(Error::InvalidArgument(
+                        "unlabelled rows need a model with a head to predict classes".into(),
+                    ))
+                }
             };
             classes.entry(c).or_default().push(i);
         }
