@@ -137,6 +137,22 @@ fn attribution_finds_what_clustering_misses() {
     assert!(plain.classes.iter().all(|c| c.trigger.is_none()));
     assert!(p0 >= 0.99 && r0 < 0.9, "{p0} {r0}");
     assert!(p1 >= 0.99 && r1 >= 0.99, "{p1} {r1}");
+    assert!(
+        full.test_rows > 0 && full.notes.is_empty(),
+        "{:?}",
+        full.notes
+    );
+    // A spent test budget leaves candidates untested, says so, and confirms nothing.
+    let broke = AuditParams {
+        max_test_rows: 0,
+        ..AuditParams::default()
+    };
+    let (spent, _) = audit_dir(&dir, broke).unwrap();
+    assert_eq!(spent.test_rows, 0);
+    assert!(spent.classes.iter().all(|c| c.trigger.is_none()));
+    assert_eq!(spent.notes.len(), 1, "{:?}", spent.notes);
+    assert!(spent.notes[0].contains("not tested"), "{:?}", spent.notes);
+    assert_eq!(spent.flagged, plain.flagged);
 }
 
 /// A bare encoder has no decisions to test: attribution is skipped with a note, and a

@@ -30,6 +30,10 @@ pub struct AuditArgs {
     /// as a trigger.
     #[arg(long)]
     no_attribution: bool,
+    /// Rows the trigger tests may forward in all; candidates left once they are spent
+    /// are reported untested.
+    #[arg(long, default_value_t = AuditParams::default().max_test_rows)]
+    max_test_rows: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -45,6 +49,7 @@ pub fn run(args: AuditArgs, device: DeviceChoice) -> Result<()> {
         dims: args.dims,
         seed: args.seed,
         attribution: !args.no_attribution,
+        max_test_rows: args.max_test_rows,
         ..AuditParams::default()
     };
     let report = params.check()?.run(&model, &rows)?;
