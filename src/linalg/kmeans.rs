@@ -114,6 +114,22 @@ fn pad(x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
         .pad_with_zeros(0, 0, rows - n)?)
 }
 
+/// Groups (by their row counts) batched so that padding to a batch's largest group at
+/// most doubles any group: largest first, a group joins the open batch when it has at
+/// least half the rows of the batch's first.
+fn size_buckets(sizes: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match buckets.last_mut() {
+            Some(b) if 2 * sizes[i] >= sizes[b[0]] => b.push(i),
+            _ => buckets.push(vec![i]),
+        }
+    }
+    buckets
+}
+
 /// Squared distances `[g, n, m]` of each group's rows `[g, n, d]` to its centres
 /// `[g, m, d]`, clamped at 0.
 fn batch_sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
@@ -132,12 +148,31 @@ impl KMeans {
     /// Cluster each of several `[n_g, d_g]` tensors on its own (one per class, say) in one
     /// batch: the groups are stacked into `[G, n_max, d_max]` (shorter ones padded with
     /// rows that count for nothing, narrower ones with zero columns, which change no
-    /// distance) and every restart's centres sit side by side, so each Lloyd
-    /// step is two batched matmuls for all groups and restarts together instead of two per
-    /// group and restart. Each group's fit is the one [`KMeans::fit`] gives it alone: the
+    /// distance) and every restart's centres sit side by side, so each Lloyd step is three
+    /// batched matmuls (distances, counts, sums) for all groups and restarts together
+    /// instead of three per group and restart. Each group's fit is the one [`KMeans::fit`] gives it alone: the
     /// same seeded starts, and a restart stops moving once it has converged while the
     /// others go on.
+    ///
+    /// Groups of very different sizes go in separate batches, so that padding never more
+    /// than doubles a group.
     pub fn fit_batch(&self, xs: &[Tensor]) -> Result<Vec<KMeansFit>> {
+        let sizes = xs
+            .iter()
+            .map(|x| x.dim(0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut fits: Vec<Option<KMeansFit>> = vec![None; xs.len()];
+        for bucket in size_buckets(&sizes) {
+            let group: Vec<Tensor> = bucket.iter().map(|&i| xs[i].clone()).collect();
+            for (i, f) in bucket.into_iter().zip(self.fit_padded(&group)?) {
+                fits[i] = Some(f);
+            }
+        }
+        Ok(fits.into_iter().flatten().collect())
+    }
+
+    /// [`KMeans::fit_batch`] on one batch, padded to its largest group.
+    fn fit_padded(&self, xs: &[Tensor]) -> Result<Vec<KMeansFit>> {
         let p = &self.0;
         let (k, r) = (p.k, p.restarts);
         let Some(first) = xs.first() else {
@@ -188,8 +223,9 @@ impl KMeans {
             .map(|c| pad(c, r * k, d))
             .collect::<Result<Vec<_>>>()?;
         let x2 = x.sqr()?.sum_keepdim(2)?; // [g, n_max, 1]
-                                           // `[x, 1]·[−2c, ‖c‖²]ᵀ = ‖x − c‖² − ‖x‖²`: the assignment needs no more than this,
-                                           // one matmul per step.
+
+        // `[x, 1]·[−2c, ‖c‖²]ᵀ = ‖x − c‖² − ‖x‖²`: all the assignment needs, in one
+        // matmul per step (at the cost of a copy of x with a column of ones).
         let xa = Tensor::cat(
             &[x.clone(), Tensor::ones((g, n_max, 1), DType::F32, &dev)?],
             2,
@@ -430,4 +466,25 @@ pub fn silhouette(x: &Tensor, labels: &[u32], k: usize) -> Result<(f64, Vec<f64>
     }
     let mean = per_row.iter().sum::<f64>() / n as f64;
     Ok((mean, per_row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_buckets;
+
+    #[test]
+    fn buckets_keep_padding_below_the_rows_held() {
+        assert!(size_buckets(&[]).is_empty());
+        assert_eq!(size_buckets(&[5, 5, 5]), vec![vec![0, 1, 2]]);
+        // One large class and many small ones: the small ones go together, apart.
+        let sizes = [20, 100_000, 30, 25, 40, 19];
+        let b = size_buckets(&sizes);
+        assert_eq!(b, vec![vec![1], vec![4, 2, 3, 0], vec![5]]);
+        for bucket in &b {
+            assert!(bucket.iter().all(|&i| 2 * sizes[i] >= sizes[bucket[0]]));
+        }
+        let mut all: Vec<usize> = b.concat();
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2, 3, 4, 5]);
+    }
 }
