@@ -570,13 +570,13 @@ fn registry_approves_exact_models_only() {
         provenance::check_approval(&m, &reg, None, None).unwrap(),
         Approval::NotListed { .. }
     ));
-    // A backdoored verdict is never approved.
+    // A trojaned verdict is never approved.
     let mut reg2 = Registry::new();
     let d = Manifest::of_model(&m, &ManifestOptions::default())
         .unwrap()
         .digest();
     reg2.add(
-        ApprovedModel::new("tiny", "2", d, 3, None, Verdict::Backdoored, "2025-03-02").unwrap(),
+        ApprovedModel::new("tiny", "2", d, 3, None, Verdict::Trojaned, "2025-03-02").unwrap(),
         false,
         &path,
     )

@@ -36,8 +36,10 @@ pub enum Verdict {
     Clean,
     /// Findings that need a human look.
     Suspicious,
-    /// A backdoor was found.
-    Backdoored,
+    /// A backdoor was found (the scan's `trojaned`; `backdoored`, an earlier name, is
+    /// still read).
+    #[serde(alias = "backdoored")]
+    Trojaned,
     /// Listed without a scan.
     NotScanned,
 }
@@ -48,14 +50,25 @@ impl std::str::FromStr for Verdict {
         Ok(match s {
             "clean" => Verdict::Clean,
             "suspicious" => Verdict::Suspicious,
-            "backdoored" => Verdict::Backdoored,
+            "trojaned" | "backdoored" => Verdict::Trojaned,
             "not-scanned" => Verdict::NotScanned,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown verdict `{s}` (expected clean, suspicious, backdoored or not-scanned)"
+                    "unknown verdict `{s}` (expected clean, suspicious, trojaned or not-scanned)"
                 )))
             }
         })
+    }
+}
+
+/// A scan's verdict, as the registry records it.
+impl From<crate::Verdict> for Verdict {
+    fn from(v: crate::Verdict) -> Self {
+        match v {
+            crate::Verdict::Clean => Verdict::Clean,
+            crate::Verdict::Suspicious => Verdict::Suspicious,
+            crate::Verdict::Trojaned => Verdict::Trojaned,
+        }
     }
 }
 
@@ -64,7 +77,7 @@ impl std::fmt::Display for Verdict {
         f.write_str(match self {
             Verdict::Clean => "clean",
             Verdict::Suspicious => "suspicious",
-            Verdict::Backdoored => "backdoored",
+            Verdict::Trojaned => "trojaned",
             Verdict::NotScanned => "not-scanned",
         })
     }
@@ -409,5 +422,24 @@ mod tests {
             assert!(!is_date(bad), "{bad}");
         }
         assert!(is_date(&today()));
+    }
+
+    #[test]
+    fn verdicts_read_as_scan_writes_them() {
+        for v in [
+            crate::Verdict::Clean,
+            crate::Verdict::Suspicious,
+            crate::Verdict::Trojaned,
+        ] {
+            let r = Verdict::from(v);
+            assert_eq!(r.to_string(), v.to_string());
+            assert_eq!(r.to_string().parse::<Verdict>().unwrap(), r);
+        }
+        // The earlier name still reads, from the CLI and from a registry file.
+        assert_eq!("backdoored".parse::<Verdict>().unwrap(), Verdict::Trojaned);
+        let v: Verdict = serde_json::from_str("\"backdoored\"").unwrap();
+        assert_eq!(v, Verdict::Trojaned);
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"trojaned\"");
+        assert!("bad".parse::<Verdict>().is_err());
     }
 }

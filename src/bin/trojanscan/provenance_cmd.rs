@@ -128,7 +128,7 @@ pub enum RegistryAction {
         /// Model version.
         #[arg(long)]
         version: String,
-        /// Scan verdict: clean, suspicious, backdoored, not-scanned.
+        /// Scan verdict, as `scan` gives it: clean, suspicious, trojaned (or not-scanned).
         #[arg(long)]
         verdict: String,
         /// Scan date, YYYY-MM-DD (default: today, UTC).
