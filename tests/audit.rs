@@ -153,6 +153,15 @@ fn attribution_finds_what_clustering_misses() {
     assert_eq!(spent.notes.len(), 1, "{:?}", spent.notes);
     assert!(spent.notes[0].contains("not tested"), "{:?}", spent.notes);
     assert_eq!(spent.flagged, plain.flagged);
+    // The group under test when the budget runs out finishes, and the note says so.
+    let tight = AuditParams {
+        max_test_rows: 1,
+        ..AuditParams::default()
+    };
+    let (over, _) = audit_dir(&dir, tight).unwrap();
+    assert!(over.test_rows > 1);
+    assert_eq!(over.notes.len(), 1, "{:?}", over.notes);
+    assert!(over.notes[0].contains("budget of 1"), "{:?}", over.notes);
 }
 
 /// A bare encoder has no decisions to test: attribution is skipped with a note, and a
@@ -193,8 +202,10 @@ fn bare_encoders_skip_attribution() {
     assert!(r.classes.iter().all(|c| c.trigger.is_none()));
     assert!(r.flagged.is_empty(), "{:?}", r.flagged);
     // Unlabelled rows need predicted classes, which a bare encoder cannot give.
+    // Refused before any forward pass: the over-long row would otherwise fail first.
     let mut unlabelled = rows.clone();
     unlabelled[3].label = None;
+    unlabelled[4].text = "word ".repeat(2000);
     let err = AuditParams::default()
         .check()
         .unwrap()

@@ -100,14 +100,15 @@ fn kmeans_batched_over_groups_matches_each_group_alone() {
             .collect();
         Tensor::from_vec(rows, (n, d), &Device::Cpu).unwrap()
     };
-    let twins: Vec<f32> = (0..40)
-        .flat_map(|i| vec![if i < 10 { 5.0f32 } else { 0.0 }; d])
+    let twins: Vec<f32> = (0..160)
+        .flat_map(|i| vec![if i < 40 { 5.0f32 } else { 0.0 }; d])
         .collect();
+    // Sizes within a factor of two, so that all four share one padded batch.
     let groups = vec![
         blobs(300, 21, 8.0),
-        blobs(57, 22, 0.3), // overlapping: many iterations, restarts disagree
-        Tensor::from_vec(twins, (40, d), &Device::Cpu).unwrap(),
-        blobs(1000, 23, 2.0),
+        blobs(157, 22, 0.3), // overlapping: many iterations, restarts disagree
+        Tensor::from_vec(twins, (160, d), &Device::Cpu).unwrap(),
+        blobs(280, 23, 2.0),
     ];
     for k in [2, 3] {
         let km = KMeansParams::new(k).restarts(3).seed(5).check().unwrap();
@@ -128,10 +129,29 @@ fn kmeans_batched_over_groups_matches_each_group_alone() {
     assert!(km.fit_batch(&[]).unwrap().is_empty());
     // A narrower group (a class whose PCA kept fewer axes) is padded with zero columns.
     let narrow = groups[3].narrow(1, 0, 4).unwrap();
-    let both = km.fit_batch(&[groups[0].clone(), narrow.clone()]).unwrap();
+    let both = km.fit_batch(&[groups[3].clone(), narrow.clone()]).unwrap();
     let alone = km.fit(&narrow).unwrap();
     assert_eq!(both[1].labels, alone.labels);
+    assert_eq!(both[1].iterations, alone.iterations);
     assert_eq!(both[1].centroids.dims(), &[2, 4]);
+    // Data sharing a large offset: the planted blobs are found exactly, and the centres
+    // sit on them (k-means works on centred rows and adds the mean back).
+    let far = (blobs(300, 24, 8.0) + 1000.0).unwrap();
+    let fit = KMeansParams::new(3)
+        .seed(1)
+        .check()
+        .unwrap()
+        .fit(&far)
+        .unwrap();
+    for b in 0..3 {
+        let l = fit.labels[b];
+        assert!((0..300).filter(|i| i % 3 == b).all(|i| fit.labels[i] == l));
+    }
+    let c = fit.centroids.to_vec2::<f32>().unwrap();
+    assert!(
+        c.iter().flatten().all(|v| (990.0..1020.0).contains(v)),
+        "{c:?}"
+    );
     let empty = Tensor::zeros((10, 0), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(km.fit_batch(&[groups[0].clone(), empty]).is_err());
 }

@@ -211,9 +211,12 @@ pub struct AuditParams {
     /// the decisions tested.
     pub trigger_flip: f64,
     /// Rows the attribution tests may forward in all (edited rows of a removal test,
-    /// rows of an insertion test); once spent, the candidates left are not tested and a
-    /// note says so. Bounds the audit's cost on large models and data sets: the zoo's
-    /// sets of 2 000 to 3 300 rows use 500 to 13 000.
+    /// rows of an insertion test), checked before each candidate group: once spent, the
+    /// candidates left are not tested and a note says so, while the group under test
+    /// finishes (so the total may pass the budget by one group's tests: its rows, the
+    /// class's rows, and 128 per part). Flagged classes are tested first. Bounds the
+    /// audit's cost on large models and data sets: the zoo's sets of 2 000 to 3 300 rows
+    /// use 500 to 13 000.
     pub max_test_rows: usize,
 }
 
@@ -481,7 +484,6 @@ impl Audit {
                 .map(|t| vocab.class(t) != TokenClass::Continuation)
                 .collect();
         }
-        let mut rng = Rng::new(p.seed, "audit-attribution");
         let n = rows.len();
         let scores = vec![0.0; n];
         let mut spectral = vec![0.0; n];
@@ -489,14 +491,20 @@ impl Audit {
         // tokens and tested as a trigger (the 2-means smaller cluster, the small clusters of
         // finer splits, a small class whole, the carriers of tokens the class nearly owns),
         // stopping at the first confirmed one.
-        let mut found: Vec<Found> = Vec::new();
-        // Candidate groups left untested once the test budget was spent.
+        let clustered = self.cluster_classes(&acts, &classes, &mut spectral)?;
+        // Flagged classes first, so that a test budget goes where clustering points.
+        let mut order: Vec<usize> = (0..classes.len()).collect();
+        order.sort_by_key(|&c| !clustered[c].0.flagged);
+        let mut clustered: Vec<Option<(ClassSummary, Vec<Vec<usize>>)>> =
+            clustered.into_iter().map(Some).collect();
+        let mut found: Vec<Option<Found>> = (0..classes.len()).map(|_| None).collect();
+        // Candidate groups with shared tokens left untested once the budget was spent.
         let mut untested = 0usize;
-        for ((_, idx), (mut s, groups)) in
-            classes
-                .iter()
-                .zip(self.cluster_classes(&acts, &classes, &mut spectral)?)
-        {
+        for c in order {
+            let (class, idx) = &classes[c];
+            let (mut s, groups) = clustered[c].take().expect("each class once");
+            // Each class draws from its own stream: its tests do not depend on the order.
+            let mut rng = Rng::new(p.seed, &format!("audit-attribution/{class}"));
             let cluster = if s.flagged {
                 groups[0].clone()
             } else {
@@ -532,7 +540,8 @@ impl Audit {
                 let mut tested = HashSet::new();
                 for (g, group) in candidates.into_iter().enumerate() {
                     if ctx.tested_rows.get() >= p.max_test_rows {
-                        untested += 1;
+                        let shared = index.shared(group, p.trigger_coverage, p.trigger_lift);
+                        untested += usize::from(!group.is_empty() && !shared.is_empty());
                         continue;
                     }
                     let found =
@@ -555,18 +564,20 @@ impl Audit {
                     }
                 }
             }
-            found.push(Found {
+            found[c] = Some(Found {
                 summary: s,
                 cluster,
                 trigger_rows,
                 cluster_explained,
             });
         }
-        if untested > 0 {
+        let found: Vec<Found> = found.into_iter().flatten().collect();
+        let used = ctx.tested_rows.get();
+        if untested > 0 || used > p.max_test_rows {
             notes.push(format!(
-                "trigger attribution stopped after {} test rows (max_test_rows {}): {untested} \
-                 candidate groups were not tested",
-                ctx.tested_rows.get(),
+                "trigger attribution used {used} test rows of a budget of {} (checked before \
+                 each candidate, so the last one may overrun it): {untested} candidate groups \
+                 with shared tokens were not tested",
                 p.max_test_rows
             ));
         }

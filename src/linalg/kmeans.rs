@@ -104,6 +104,78 @@ pub(super) fn sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor
     Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)
 }
 
+/// Widest data for which the assignment multiplies `[x, 1]` by `[−2c, ‖c‖²]ᵀ` (one
+/// matmul, at the cost of a copy of x with a column of ones); wider data adds `‖c‖²` to
+/// `x·(−2c)ᵀ` instead. Clustering runs on a few projected dimensions, where the copy is
+/// cheap and the saved operation is not (candle's per-op cost dominates small tensors).
+const AUGMENT_MAX_WIDTH: usize = 64;
+
+/// The groups of a padded batch still iterating, and their slices of the batch tensors.
+struct Batch {
+    /// Index of each batch entry among the fit's groups.
+    groups: Vec<usize>,
+    /// `[g, n_max, d]` centred, padded rows.
+    x: Tensor,
+    /// `[g, n_max, 1]` their squared norms.
+    x2: Tensor,
+    /// `[g, 1, n_max]` 1 for a real row, 0 for padding.
+    live: Tensor,
+    /// `[g, r·k, d]` every restart's centres.
+    c: Tensor,
+}
+
+impl Batch {
+    /// With narrow data, append the column the one-matmul assignment needs: 1 for a
+    /// real row, 0 for padding, so that the one-hot sums also carry the counts.
+    fn augment(&mut self, d: usize) -> Result<()> {
+        if d <= AUGMENT_MAX_WIDTH {
+            let live = self.live.transpose(1, 2)?.contiguous()?; // [g, n_max, 1]
+            self.x = Tensor::cat(&[&self.x, &live], 2)?;
+        }
+        Ok(())
+    }
+
+    /// Per centre, the sum `[g, r·k, d]` and the count `[g, r·k, 1]` of the rows `onehot`
+    /// assigns to it (padding rows are zero and counted by `live` as none).
+    fn sums_counts(&self, onehot: &Tensor, d: usize) -> Result<(Tensor, Tensor)> {
+        let s = onehot.transpose(1, 2)?.matmul(&self.x)?;
+        if self.augmented()? {
+            Ok((s.narrow(2, 0, d)?, s.narrow(2, d, 1)?))
+        } else {
+            // A matmul: a reduction over the rows walks memory a row at a time.
+            Ok((s, self.live.matmul(onehot)?.transpose(1, 2)?))
+        }
+    }
+
+    fn augmented(&self) -> Result<bool> {
+        Ok(self.x.dim(2)? > self.c.dim(2)?)
+    }
+
+    /// `‖x − c‖² − ‖x‖²` for every row and centre, `[g, n_max, r·k]`.
+    fn scores(&self) -> Result<Tensor> {
+        let c2 = self.c.sqr()?.sum_keepdim(2)?; // [g, r·k, 1]
+        if self.augmented()? {
+            let ca = Tensor::cat(&[(&self.c * -2.0)?, c2], 2)?;
+            Ok(self.x.matmul(&ca.transpose(1, 2)?)?)
+        } else {
+            let xc = self.x.matmul(&(&self.c * -2.0)?.transpose(1, 2)?)?;
+            Ok(xc.broadcast_add(&c2.transpose(1, 2)?)?)
+        }
+    }
+
+    /// Keep only the batch entries `keep` (ascending).
+    fn keep(&mut self, keep: &[usize]) -> Result<()> {
+        let ids: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+        let ids = Tensor::new(ids.as_slice(), self.x.device())?;
+        self.groups = keep.iter().map(|&i| self.groups[i]).collect();
+        self.x = self.x.index_select(&ids, 0)?;
+        self.x2 = self.x2.index_select(&ids, 0)?;
+        self.live = self.live.index_select(&ids, 0)?;
+        self.c = self.c.index_select(&ids, 0)?;
+        Ok(())
+    }
+}
+
 /// `x` `[n, d]` padded with zeros to `[rows, cols]`.
 fn pad(x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
     let (n, d) = x.dims2()?;
@@ -146,13 +218,14 @@ impl KMeans {
     }
 
     /// Cluster each of several `[n_g, d_g]` tensors on its own (one per class, say) in one
-    /// batch: the groups are stacked into `[G, n_max, d_max]` (shorter ones padded with
-    /// rows that count for nothing, narrower ones with zero columns, which change no
-    /// distance) and every restart's centres sit side by side, so each Lloyd step is three
-    /// batched matmuls (distances, counts, sums) for all groups and restarts together
-    /// instead of three per group and restart. Each group's fit is the one [`KMeans::fit`] gives it alone: the
-    /// same seeded starts, and a restart stops moving once it has converged while the
-    /// others go on.
+    /// batch. Each group's rows are centred, then the groups are stacked into
+    /// `[G, n_max, d_max]` (shorter ones padded with rows that count for nothing, narrower
+    /// ones with zero columns, which change no distance) and every restart's centres sit
+    /// side by side, so each Lloyd step is two or three batched matmuls for all groups and
+    /// restarts together instead of as many per group and restart. Each group's fit is
+    /// the one [`KMeans::fit`] gives it alone (up to rounding): the same seeded starts; a
+    /// restart stops moving once it has converged while the others go on, and a group
+    /// whose restarts have all converged leaves the batch.
     ///
     /// Groups of very different sizes go in separate batches, so that padding never more
     /// than doubles a group.
@@ -179,11 +252,8 @@ impl KMeans {
             return Ok(Vec::new());
         };
         let dev = first.device().clone();
-        let mut widths = Vec::with_capacity(xs.len());
-        let mut sizes = Vec::with_capacity(xs.len());
-        let mut groups = Vec::with_capacity(xs.len());
-        let mut tols = Vec::with_capacity(xs.len());
-        let mut starts = Vec::with_capacity(xs.len());
+        let (mut sizes, mut widths, mut means) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut groups, mut tols, mut starts) = (Vec::new(), Vec::new(), Vec::new());
         for x in xs {
             let (n, d) = x.dims2()?;
             if n < k {
@@ -195,10 +265,13 @@ impl KMeans {
                 return Err(Error::InvalidArgument("k-means on 0 columns".into()));
             }
             let x = x.to_dtype(DType::F32)?.to_device(&dev)?.contiguous()?;
-            let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
-            let mean = (column_sums(&x)? / n as f64)?;
+            let mean = (column_sums(&x)? / n as f64)?; // [1, d]
             tols.push(p.tolerance * shifted_sum_squares(&x, &mean)? / (n * d) as f64);
-            // Each group draws from its own stream, as a fit of it alone would.
+            // k-means does not see a translation; centred rows keep the f32 distances
+            // accurate when the data share a large offset.
+            let x = x.broadcast_sub(&mean)?;
+            let x2 = x.sqr()?.sum_keepdim(1)?; // [n, 1]
+                                               // Each group draws from its own stream, as a fit of it alone would.
             let mut rng = Rng::new(p.seed, "kmeans");
             let cs = (0..r)
                 .map(|_| self.seed_centres(&x, &x2, &mut rng))
@@ -206,88 +279,112 @@ impl KMeans {
             starts.push(Tensor::cat(&cs, 0)?); // [r·k, d]
             sizes.push(n);
             widths.push(d);
+            means.push(mean);
             groups.push(x);
         }
         let g = groups.len();
         let n_max = sizes.iter().copied().max().unwrap_or(0);
         let d = widths.iter().copied().max().unwrap_or(0);
-        let x = Tensor::stack(
-            &groups
-                .iter()
-                .map(|x| pad(x, n_max, d))
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        )?; // [g, n_max, d]
-        let starts = starts
+        let padded = groups
             .iter()
-            .map(|c| pad(c, r * k, d))
+            .map(|x| pad(x, n_max, d))
             .collect::<Result<Vec<_>>>()?;
+        let x = if g == 1 {
+            padded[0].unsqueeze(0)? // no copy
+        } else {
+            Tensor::stack(&padded, 0)?
+        }; // [g, n_max, d]
         let x2 = x.sqr()?.sum_keepdim(2)?; // [g, n_max, 1]
-
-        // `[x, 1]·[−2c, ‖c‖²]ᵀ = ‖x − c‖² − ‖x‖²`: all the assignment needs, in one
-        // matmul per step (at the cost of a copy of x with a column of ones).
-        let xa = Tensor::cat(
-            &[x.clone(), Tensor::ones((g, n_max, 1), DType::F32, &dev)?],
-            2,
-        )?;
         let live: Vec<f32> = sizes
             .iter()
             .flat_map(|&n| (0..n_max).map(move |i| f32::from(u8::from(i < n))))
             .collect();
-        // Counts as a matmul: a reduction over the rows walks memory a row at a time.
         let live = Tensor::from_vec(live, (g, 1, n_max), &dev)?;
         let ks = Tensor::arange(0u32, k as u32, &dev)?.reshape((1, 1, 1, k))?;
-        let mut c = Tensor::stack(&starts, 0)?; // [g, r·k, d]
+        let starts = starts
+            .iter()
+            .map(|c| pad(c, r * k, d))
+            .collect::<Result<Vec<_>>>()?;
+        // The groups still iterating, and the batch tensors holding just them: a group
+        // whose restarts have all converged leaves the batch with its centres.
+        let mut run = Batch {
+            groups: (0..g).collect(),
+            x: x.clone(),
+            x2: x2.clone(),
+            live,
+            c: Tensor::stack(&starts, 0)?, // [g, r·k, d]
+        };
+        run.augment(d)?;
+        let mut done: Vec<Option<Tensor>> = vec![None; g];
         let mut active = vec![vec![true; r]; g];
         let mut iterations = vec![vec![0usize; r]; g];
         for _ in 0..p.max_iterations {
-            let ca = Tensor::cat(&[(&c * -2.0)?, c.sqr()?.sum_keepdim(2)?], 2)?;
-            let d2 = xa.matmul(&ca.transpose(1, 2)?)?; // [g, n_max, r·k], less ‖x‖²
-            let labels = d2.reshape((g, n_max, r, k))?.argmin_keepdim(3)?;
+            let ga = run.groups.len();
+            let c = &run.c;
+            let d2 = run.scores()?; // [ga, n_max, r·k], less ‖x‖²
+            let labels = d2.reshape((ga, n_max, r, k))?.argmin_keepdim(3)?;
             // Padding rows are zero, so they add nothing to the sums; `live` keeps them
             // out of the counts.
             let onehot =
                 labels
                     .broadcast_eq(&ks)?
                     .to_dtype(DType::F32)?
-                    .reshape((g, n_max, r * k))?;
-            let counts = live.matmul(&onehot)?; // [g, 1, r·k]
-            let sums = onehot.transpose(1, 2)?.matmul(&x)?; // [g, r·k, d]
-            let mut next = sums.broadcast_div(&counts.clamp(1f32, f32::MAX)?.transpose(1, 2)?)?;
-            let cnt = counts.squeeze(1)?.to_vec2::<f32>()?;
-            if cnt.iter().flatten().any(|&v| v == 0.0) {
-                let d2 = d2.broadcast_add(&x2)?;
-                next = self.refill_empty(&next, &d2, &x, &cnt, &sizes, &active)?;
+                    .reshape((ga, n_max, r * k))?;
+            let (sums, counts) = run.sums_counts(&onehot, d)?;
+            let mut next = sums.broadcast_div(&counts.clamp(1f32, f32::MAX)?)?;
+            let cnt = counts.squeeze(2)?.to_vec2::<f32>()?;
+            let running: Vec<&Vec<bool>> = run.groups.iter().map(|&gi| &active[gi]).collect();
+            let empty = cnt.iter().zip(&running).any(|(row, on)| {
+                (0..r).any(|ri| on[ri] && row[ri * k..(ri + 1) * k].contains(&0.0))
+            });
+            if empty {
+                let n: Vec<usize> = run.groups.iter().map(|&gi| sizes[gi]).collect();
+                let full = d2.broadcast_add(&run.x2)?;
+                let x = run.x.narrow(2, 0, d)?;
+                next = self.refill_empty(&next, &full, &x, &cnt, &n, &running)?;
             }
-            let shift = (&next - &c)?
+            let shift = (&next - c)?
                 .sqr()?
-                .reshape((g, r, k * d))?
+                .reshape((ga, r, k * d))?
                 .sum(2)?
                 .to_vec2::<f32>()?;
             // Converged restarts keep their centres (exactly, as a lone fit would stop).
-            let keep: Vec<u8> = active
+            let keep: Vec<u8> = running
                 .iter()
                 .flat_map(|a| {
                     a.iter()
                         .flat_map(|&on| std::iter::repeat_n(u8::from(on), k))
                 })
                 .collect();
-            let keep = Tensor::from_vec(keep, (g, r * k, 1), &dev)?.broadcast_as(c.shape())?;
-            c = keep.where_cond(&next, &c)?;
-            let mut any = false;
-            for gi in 0..g {
+            let keep = Tensor::from_vec(keep, (ga, r * k, 1), &dev)?.broadcast_as(c.shape())?;
+            run.c = keep.where_cond(&next, c)?;
+            let mut still = Vec::with_capacity(ga);
+            for (ai, &gi) in run.groups.iter().enumerate() {
                 for ri in 0..r {
                     if active[gi][ri] {
                         iterations[gi][ri] += 1;
-                        active[gi][ri] = f64::from(shift[gi][ri]) > tols[gi];
-                        any |= active[gi][ri];
+                        active[gi][ri] = f64::from(shift[ai][ri]) > tols[gi];
                     }
                 }
+                if active[gi].iter().any(|&a| a) {
+                    still.push(ai);
+                } else {
+                    done[gi] = Some(run.c.get(ai)?);
+                }
             }
-            if !any {
+            if still.is_empty() {
                 break;
             }
+            if still.len() < ga {
+                run.keep(&still)?;
+            }
         }
+        for (ai, &gi) in run.groups.iter().enumerate() {
+            if done[gi].is_none() {
+                done[gi] = Some(run.c.get(ai)?);
+            }
+        }
+        let c = Tensor::stack(&done.into_iter().flatten().collect::<Vec<_>>(), 0)?;
         // Final assignment against the final centres; each group keeps its best restart
         // (the first of equals, as a lone fit would).
         let d2 = batch_sq_distances(&x, &x2, &c)?.reshape((g, n_max, r, k))?;
@@ -309,7 +406,8 @@ impl KMeans {
                 centroids: c
                     .get(gi)?
                     .narrow(0, best * k, k)?
-                    .narrow(1, 0, widths[gi])?,
+                    .narrow(1, 0, widths[gi])?
+                    .broadcast_add(&means[gi])?,
                 labels: lab,
                 sizes: counts,
                 inertia: inertia[best],
@@ -328,7 +426,7 @@ impl KMeans {
         x: &Tensor,
         counts: &[Vec<f32>],
         sizes: &[usize],
-        active: &[Vec<bool>],
+        active: &[&Vec<bool>],
     ) -> Result<Tensor> {
         let k = self.0.k;
         let shape = next.shape().clone();
