@@ -898,7 +898,8 @@ impl Audit {
         }
         for (((at, z), fit), finer) in projected.iter().zip(halves).zip(finer) {
             let idx = &classes[*at].1;
-            out[*at] = self.judge(out[*at].0.clone(), z, idx, &fit, &finer)?;
+            let (summary, groups) = &mut out[*at];
+            *groups = self.judge(summary, z, idx, &fit, &finer)?;
         }
         Ok(out)
     }
@@ -958,16 +959,16 @@ impl Audit {
         Ok((summary, Some(pca.transform(&x)?)))
     }
 
-    /// The verdict on one class from its 2-means `fit` (and the `finer` splits), and its
-    /// candidate groups (see [`Self::cluster_classes`]).
+    /// The verdict on one class from its 2-means `fit` (and the `finer` splits), written
+    /// into its `summary`, and its candidate groups (see [`Self::cluster_classes`]).
     fn judge(
         &self,
-        mut summary: ClassSummary,
+        summary: &mut ClassSummary,
         z: &Tensor,
         idx: &[usize],
         fit: &KMeansFit,
         finer: &[KMeansFit],
-    ) -> Result<(ClassSummary, Vec<Vec<usize>>)> {
+    ) -> Result<Vec<Vec<usize>>> {
         let p = &self.0;
         let n = idx.len();
         let (sil, _) = silhouette(z, &fit.labels, 2)?;
@@ -1032,7 +1033,7 @@ impl Audit {
                 )
             };
         }
-        Ok((summary, groups))
+        Ok(groups)
     }
 }
 

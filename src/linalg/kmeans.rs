@@ -97,10 +97,12 @@ impl KMeansParams {
     }
 }
 
-/// Squared distances `[n, k]` of rows to centres, clamped at 0 (rounding).
+/// Squared distances `[.., n, k]` of rows `[.., n, d]` (squared norms `x2`, `[.., n, 1]`)
+/// to centres `[.., k, d]`, clamped at 0 (rounding): 2-D, or batched over groups.
 pub(super) fn sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
-    let c2 = c.sqr()?.sum_keepdim(1)?.t()?; // [1, k]
-    let xc = x.matmul(&c.t()?)?; // [n, k]
+    let last = c.rank() - 1;
+    let c2 = c.sqr()?.sum_keepdim(last)?.transpose(last - 1, last)?; // [.., 1, k]
+    let xc = x.matmul(&c.transpose(last - 1, last)?)?; // [.., n, k]
     Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)
 }
 
@@ -200,14 +202,6 @@ fn size_buckets(sizes: &[usize]) -> Vec<Vec<usize>> {
         }
     }
     buckets
-}
-
-/// Squared distances `[g, n, m]` of each group's rows `[g, n, d]` to its centres
-/// `[g, m, d]`, clamped at 0.
-fn batch_sq_distances(x: &Tensor, x2: &Tensor, c: &Tensor) -> Result<Tensor> {
-    let c2 = c.sqr()?.sum_keepdim(2)?.transpose(1, 2)?; // [g, 1, m]
-    let xc = x.matmul(&c.transpose(1, 2)?)?; // [g, n, m]
-    Ok(x2.broadcast_add(&c2)?.sub(&(xc * 2.0)?)?.relu()?)
 }
 
 impl KMeans {
@@ -387,7 +381,7 @@ impl KMeans {
         let c = Tensor::stack(&done.into_iter().flatten().collect::<Vec<_>>(), 0)?;
         // Final assignment against the final centres; each group keeps its best restart
         // (the first of equals, as a lone fit would).
-        let d2 = batch_sq_distances(&x, &x2, &c)?.reshape((g, n_max, r, k))?;
+        let d2 = sq_distances(&x, &x2, &c)?.reshape((g, n_max, r, k))?;
         let mins = d2.min(3)?.to_dtype(DType::F64)?.to_vec3::<f64>()?; // [g, n_max, r]
         let labels = d2.argmin(3)?.to_vec3::<u32>()?;
         let mut fits = Vec::with_capacity(g);
