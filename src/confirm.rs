@@ -242,8 +242,11 @@ fn cluster(clean: &Tensor, carrying: &Tensor, components: usize, seed: u64) -> R
     let n = clean.dim(0)?;
     let x = Tensor::cat(&[clean, carrying], 0)?;
     let k = components.min(2 * n - 1).min(x.dim(1)?).max(2);
-    let pca = PcaParams::new(k).seed(seed).check()?.fit(&x)?;
-    let z = pca.transform(&x)?;
+    let (_, z) = PcaParams::new(k)
+        .seed(seed)
+        .total_variance(false)
+        .check()?
+        .fit_transform(&x)?;
     let fit = KMeansParams::new(2).seed(seed).check()?.fit(&z)?;
     let (sil, _) = silhouette(&z, &fit.labels, 2)?;
     let mut carrying_in = [0usize; 2];

@@ -934,10 +934,12 @@ impl Audit {
         }
         let x = select(acts, idx)?;
         let d = x.dim(1)?;
-        let pca = match PcaParams::new(p.dims.min(d).min(n - 1))
+        // The clustering needs the projections, not the explained-variance ratios.
+        let (_, z) = match PcaParams::new(p.dims.min(d).min(n - 1))
             .seed(p.seed)
+            .total_variance(false)
             .check()?
-            .fit(&x)
+            .fit_transform(&x)
         {
             Ok(f) => f,
             // Constant activations (no axis to find); anything else is a real failure.
@@ -956,7 +958,7 @@ impl Audit {
             spectral[i] = spec.scores[k];
         }
         summary.spectral_outliers = spec.outliers.iter().map(|&k| idx[k]).collect();
-        Ok((summary, Some(pca.transform(&x)?)))
+        Ok((summary, Some(z)))
     }
 
     /// The verdict on one class from its 2-means `fit` (and the `finer` splits), written

@@ -21,7 +21,7 @@
 //!     .collect();
 //! let x = Tensor::from_vec(rows, (100, 3), &Device::Cpu)?;
 //! let z = PcaParams::new(2).check()?.fit(&x)?;
-//! assert!(z.explained_variance_ratio()[0] > 0.99);
+//! assert!(z.explained_variance_ratio().unwrap()[0] > 0.99);
 //! let fit = KMeansParams::new(2).seed(7).check()?.fit(&z.transform(&x)?)?;
 //! assert_eq!(fit.sizes, vec![50, 50]);
 //! # Ok::<(), trojanscan::Error>(())

@@ -6,6 +6,8 @@
 //! tensor's device, the centring folded in as a rank-one correction so the centred copy
 //! is never made, and only `l × l` Gram matrices (l = components + oversampling) reach the
 //! host. When `l` reaches `d` the subspace is the whole space and the answer is exact.
+//! [`Pca::fit_transform`] also returns the data's projections, taken from the last
+//! (Rayleigh-Ritz) pass, so fitting and projecting read the data once less.
 //!
 //! [`CovarianceAccumulator`] is the streaming path for data that arrives in chunks: it
 //! accumulates `Σx` and `Σxxᵀ` about a shift (the first chunk's mean, against
@@ -25,6 +27,7 @@ pub struct PcaParams {
     oversample: usize,
     power_iterations: usize,
     seed: u64,
+    total_variance: bool,
 }
 
 /// Parameters that passed [`PcaParams::check`].
@@ -40,20 +43,30 @@ pub struct PcaFit {
     pub components: Tensor,
     /// Variance along each axis (divided by `n - 1`, as scikit-learn reports it).
     pub explained_variance: Vec<f64>,
-    /// Total variance of the data (sum of the per-feature variances).
-    pub total_variance: f64,
+    /// Total variance of the data (sum of the per-feature variances); `None` when
+    /// [`PcaParams::total_variance`] turned its pass over the data off.
+    pub total_variance: Option<f64>,
 }
 
 impl PcaParams {
     /// `components` principal axes; 10 oversampling columns and 4 power iterations by
-    /// default, seed 0.
+    /// default, seed 0, total variance measured.
     pub fn new(components: usize) -> Self {
         Self {
             components,
             oversample: 10,
             power_iterations: 4,
             seed: 0,
+            total_variance: true,
         }
+    }
+
+    /// Whether to measure the data's total variance (for
+    /// [`PcaFit::explained_variance_ratio`]). It costs one more pass over the data;
+    /// clustering on the projections does not need it.
+    pub fn total_variance(mut self, on: bool) -> Self {
+        self.total_variance = on;
+        self
     }
 
     /// Extra random columns carried through the iteration (accuracy for the last axes).
@@ -109,19 +122,34 @@ fn check_data(x: &Tensor, want: usize) -> Result<(usize, usize)> {
 impl Pca {
     /// Fit on an `[n, d]` floating-point tensor (computed in f32 on its device).
     pub fn fit(&self, x: &Tensor) -> Result<PcaFit> {
+        Ok(self.fit_inner(x, false)?.0)
+    }
+
+    /// Fit, and project the same rows: `(fit, fit.transform(x))` up to rounding, but the
+    /// projections come from the fit's last pass over the data instead of another one.
+    pub fn fit_transform(&self, x: &Tensor) -> Result<(PcaFit, Tensor)> {
+        let (fit, z) = self.fit_inner(x, true)?;
+        Ok((fit, z.expect("asked for the projections")))
+    }
+
+    fn fit_inner(&self, x: &Tensor, project: bool) -> Result<(PcaFit, Option<Tensor>)> {
         let p = &self.0;
         let (n, d) = check_data(x, p.components)?;
         let x = x.to_dtype(DType::F32)?;
         let dev = x.device().clone();
         let mean = (column_sums(&x)? / n as f64)?; // [1, d]
-        let total_variance = shifted_sum_squares(&x, &mean)? / (n - 1) as f64;
+        let total_variance = if p.total_variance {
+            let tv = shifted_sum_squares(&x, &mean)? / (n - 1) as f64;
+            if tv.is_nan() || tv <= 0.0 {
+                return Err(zero_data(n, d));
+            }
+            Some(tv)
+        } else {
+            None
+        };
         let mu = mean.t()?; // [d, 1]
-        let mean = mean.squeeze(0)?; // [d]
-        if total_variance.is_nan() || total_variance <= 0.0 {
-            return Err(zero_data(n, d));
-        }
-        // Centred products without the centred copy: Xc·Z = X·Z − 1(μᵀZ),
-        // Xcᵀ·W = XᵀW − μ(1ᵀW).
+                            // Centred products without the centred copy: Xc·Z = X·Z − 1(μᵀZ),
+                            // Xcᵀ·W = XᵀW − μ(1ᵀW).
         let xc_mul =
             |z: &Tensor| -> Result<Tensor> { Ok(x.matmul(z)?.broadcast_sub(&mu.t()?.matmul(z)?)?) };
         let xct_mul = |w: &Tensor| -> Result<Tensor> {
@@ -143,8 +171,11 @@ impl Pca {
                 z = orthonormalize(&xct_mul(&xc_mul(&z)?)?)?.ok_or_else(|| zero_data(n, d))?;
             }
         }
-        // Rayleigh-Ritz: eig(Zᵀ Xcᵀ Xc Z) gives the variances, Z·U the axes.
-        let w = xc_mul(&z)?;
+        // Rayleigh-Ritz: eig(Zᵀ Xcᵀ Xc Z) gives the variances, Z·U the axes. This pass
+        // centres block by block (as `transform` does), so its product doubles as the
+        // projections.
+        let mean = mean.squeeze(0)?; // [d]
+        let w = centred_product(&x, &mean, &z)?;
         let r = z.dim(1)?;
         let g = w
             .t()?
@@ -156,6 +187,12 @@ impl Pca {
         let mut order: Vec<usize> = (0..r).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
         order.truncate(p.components);
+        if order
+            .first()
+            .is_none_or(|&i| vals[i].is_nan() || vals[i] <= 0.0)
+        {
+            return Err(zero_data(n, d));
+        }
         let k = order.len();
         let mut u = vec![0f32; r * k];
         for (c, &i) in order.iter().enumerate() {
@@ -164,19 +201,52 @@ impl Pca {
             }
         }
         let u = Tensor::from_vec(u, (r, k), &Device::Cpu)?.to_device(&dev)?;
-        let axes = z.matmul(&u)?.t()?.contiguous()?; // [k, d]
-        let components = normalize_rows(&axes)?;
+        // Axes as columns, unit norm and signed; the projections get the same scaling.
+        let axes = z.matmul(&u)?; // [d, k]
+        let norms = axes
+            .sqr()?
+            .sum_keepdim(0)?
+            .sqrt()?
+            .clamp(1e-30f32, f32::MAX)?;
+        let axes = axes.broadcast_div(&norms)?;
+        let signs = axis_signs(&axes.t()?)?;
+        let components = axes.broadcast_mul(&signs)?.t()?.contiguous()?; // [k, d]
+        let projections = if project {
+            Some(w.matmul(&u)?.broadcast_mul(&(signs / norms)?)?)
+        } else {
+            None
+        };
         let explained_variance = order
             .iter()
             .map(|&i| vals[i].max(0.0) / (n - 1) as f64)
             .collect();
-        Ok(PcaFit {
+        let fit = PcaFit {
             mean,
-            components: fix_signs(&components)?,
+            components,
             explained_variance,
             total_variance,
-        })
+        };
+        Ok((fit, projections))
     }
+}
+
+/// `(x − mean)·m` for `[n, d]` rows, centred one row block at a time: no full centred
+/// copy, and no cancellation between `x·m` and `mean·m` when the rows share a large
+/// offset.
+fn centred_product(x: &Tensor, mean: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let (n, _) = x.dims2()?;
+    let mut parts = Vec::with_capacity(n.div_ceil(TRANSFORM_BLOCK).max(1));
+    let mut start = 0;
+    while start < n {
+        let b = TRANSFORM_BLOCK.min(n - start);
+        let xb = x.narrow(0, start, b)?.broadcast_sub(mean)?;
+        parts.push(xb.matmul(m)?);
+        start += b;
+    }
+    Ok(match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Tensor::cat(&parts, 0)?,
+    })
 }
 
 /// Rows per block of [`PcaFit::transform`].
@@ -188,13 +258,9 @@ fn zero_data(n: usize, d: usize) -> Error {
     ))
 }
 
-fn normalize_rows(a: &Tensor) -> Result<Tensor> {
-    let norms = a.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-30f32, f32::MAX)?;
-    Ok(a.broadcast_div(&norms)?)
-}
-
 /// Deterministic signs: each axis's largest-magnitude coordinate is made positive.
-fn fix_signs(c: &Tensor) -> Result<Tensor> {
+/// Takes the axes as rows `[k, d]` and returns the signs as a row `[1, k]`.
+fn axis_signs(c: &Tensor) -> Result<Tensor> {
     let (k, d) = c.dims2()?;
     let v = c.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let signs: Vec<f32> = (0..k)
@@ -212,44 +278,30 @@ fn fix_signs(c: &Tensor) -> Result<Tensor> {
             }
         })
         .collect();
-    let s = Tensor::from_vec(signs, (k, 1), &Device::Cpu)?.to_device(c.device())?;
-    Ok(c.broadcast_mul(&s)?)
+    Ok(Tensor::from_vec(signs, (1, k), &Device::Cpu)?.to_device(c.device())?)
+}
+
+/// [`axis_signs`] applied to rows `[k, d]`.
+fn fix_signs(c: &Tensor) -> Result<Tensor> {
+    Ok(c.broadcast_mul(&axis_signs(c)?.t()?)?)
 }
 
 impl PcaFit {
     /// Project `[n, d]` rows onto the axes: `(x − mean)·componentsᵀ`, `[n, k]`.
     pub fn transform(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.to_dtype(DType::F32)?;
-        let (n, _) = x.dims2()?;
-        // Centred block by block: no full centred copy of x, and no cancellation between
-        // x·Cᵀ and μ·Cᵀ when the activations share a large offset.
-        let ct = self.components.t()?;
-        let mut parts = Vec::with_capacity(n.div_ceil(TRANSFORM_BLOCK).max(1));
-        let mut start = 0;
-        while start < n {
-            let b = TRANSFORM_BLOCK.min(n - start);
-            let xb = x.narrow(0, start, b)?.broadcast_sub(&self.mean)?;
-            parts.push(xb.matmul(&ct)?);
-            start += b;
-        }
-        if parts.is_empty() {
-            return Ok(x.matmul(&ct)?);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
+        centred_product(&x.to_dtype(DType::F32)?, &self.mean, &self.components.t()?)
     }
 
-    /// Fraction of the total variance each axis explains.
-    pub fn explained_variance_ratio(&self) -> Vec<f64> {
-        self.explained_variance
-            .iter()
-            .map(|v| {
-                if self.total_variance > 0.0 {
-                    v / self.total_variance
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+    /// Fraction of the total variance each axis explains; `None` when the fit did not
+    /// measure the total variance ([`PcaParams::total_variance`]).
+    pub fn explained_variance_ratio(&self) -> Option<Vec<f64>> {
+        let total = self.total_variance?;
+        Some(
+            self.explained_variance
+                .iter()
+                .map(|v| if total > 0.0 { v / total } else { 0.0 })
+                .collect(),
+        )
     }
 }
 
@@ -361,7 +413,7 @@ impl CovarianceAccumulator {
             mean: mean.to_dtype(DType::F32)?,
             components: fix_signs(&components_t)?,
             explained_variance: order.iter().map(|&i| vals[i].max(0.0)).collect(),
-            total_variance,
+            total_variance: Some(total_variance),
         })
     }
 }
