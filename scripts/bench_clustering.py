@@ -3,7 +3,7 @@
 
     python3 scripts/bench_clustering.py [--sizes 10000x384,100000x768] [--quick]
         [--latent gaussian|laplace] [--bin target/release/examples/cluster_bench]
-        [--threads N] [--run-timeout S] [--json OUT.json]
+        [--threads N] [--run-timeout S] [--json OUT.json] [--device cpu|cuda]
 
 What is compared, on the same synthetic matrix, in one run:
   (a) sklearn PCA(n_components=10).fit_transform(x), then KMeans(n_clusters=2).fit on the result
@@ -13,6 +13,9 @@ What is compared, on the same synthetic matrix, in one run:
       k-means), which prints one JSON line {"seconds", "load_seconds", "inertia", "iterations",
       "restarts"}; "seconds" is PCA + k-means wall time, excluding loading the safetensors file.
       Build it with `cargo build --release --example cluster_bench`; without it (c) is skipped.
+      `--device cuda` runs (c) on the GPU (a binary built with `--features cuda`); the
+      scikit-learn pipelines stay on the CPU, as ART runs them, and the timed region still
+      ends with the labels back on the host.
 
 (a) and (b) are what the Adversarial Robustness Toolbox (ART) runs for activation clustering
 (module functions in art/defences/detector/poison/activation_defence.py; ART is not installed
@@ -170,9 +173,9 @@ def sklearn_pipeline(x, reduce, planted=None):
 
 
 # ---------------------------------------------------------------- trojanscan side
-def trojanscan_run(binary, path, threads, timeout, labels_path):
+def trojanscan_run(binary, path, threads, timeout, labels_path, device):
     cmd = [binary, "--input", path, "--dims", str(DIMS), "--k", str(K), "--seed", str(SEED),
-           "--labels", labels_path]
+           "--labels", labels_path, "--device", device]
     env = dict(os.environ)
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)
@@ -248,6 +251,7 @@ def main():
     ap.add_argument("--threads", type=int, help="cap BLAS/OpenMP and rayon threads at N")
     ap.add_argument("--run-timeout", type=int, default=3600, help="seconds per trojanscan run")
     ap.add_argument("--json", metavar="OUT", help="also write results as JSON")
+    ap.add_argument("--device", default="cpu", help="trojanscan's device: cpu, cuda or cuda:N")
     args = ap.parse_args()
     sizes = [(2000, 64)] if args.quick else parse_sizes(args.sizes)
 
@@ -260,7 +264,7 @@ def main():
     print("sklearn/numpy thread pools: " + ", ".join(
         f"{p['internal_api']} ({p['user_api']}) {p['num_threads']} threads" for p in pools))
     rayon = args.threads or os.environ.get("RAYON_NUM_THREADS") or f"default ({os.cpu_count()})"
-    print(f"trojanscan: RAYON_NUM_THREADS = {rayon}")
+    print(f"trojanscan: device {args.device}, RAYON_NUM_THREADS = {rayon}")
 
     have_bin = os.path.isfile(args.bin) and os.access(args.bin, os.X_OK)
     skipped = None
@@ -287,7 +291,8 @@ def main():
             if have_bin:
                 try:
                     t = r["trojanscan"] = trojanscan_run(args.bin, path, args.threads,
-                                                         args.run_timeout, path + ".labels")
+                                                         args.run_timeout, path + ".labels",
+                                                         args.device)
                     labels = t.pop("labels")
                     t["ari"] = float(adjusted_rand_score(planted, labels))
                     t["raw_inertia"] = raw_inertia(x, labels)
@@ -314,7 +319,7 @@ def main():
         out = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads_cap": args.threads,
                "thread_pools": pools, "python": platform.python_version(),
                "numpy": np.__version__, "sklearn": sklearn.__version__,
-               "trojanscan_bin": args.bin, "results": results}
+               "trojanscan_bin": args.bin, "device": args.device, "results": results}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
         print(f"\nwrote {args.json}")
