@@ -28,6 +28,14 @@ fn kernels(c: &mut Criterion) {
     let mut g = c.benchmark_group("linalg_10000x384");
     g.sample_size(10);
     g.bench_function("pca_10", |b| b.iter(|| pca.fit(&x).unwrap()));
+    // The audit's path: projections from the fit's last pass, no total-variance pass.
+    let lean = PcaParams::new(10).total_variance(false).check().unwrap();
+    g.bench_function("pca_10_fit_transform_lean", |b| {
+        b.iter(|| lean.fit_transform(&x).unwrap())
+    });
+    g.bench_function("pca_10_fit_then_transform", |b| {
+        b.iter(|| pca.fit(&x).unwrap().transform(&x).unwrap())
+    });
     let km = KMeansParams::new(2).restarts(1).check().unwrap();
     g.bench_function("kmeans_2_on_pca10", |b| b.iter(|| km.fit(&z).unwrap()));
     g.bench_function("streaming_kmeans_2_on_pca10_chunks_of_1000", |b| {

@@ -15,8 +15,8 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::column_sums;
 use super::svd::{orthonormalize, sym_eigen};
-use super::{column_sums, shifted_sum_squares};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -62,8 +62,9 @@ impl PcaParams {
     }
 
     /// Whether to measure the data's total variance (for
-    /// [`PcaFit::explained_variance_ratio`]). It costs one more pass over the data;
-    /// clustering on the projections does not need it.
+    /// [`PcaFit::explained_variance_ratio`]). It squares and sums each centred row block
+    /// of the fit's last pass, which adds about a third to that pass; clustering on the
+    /// projections does not need it.
     pub fn total_variance(mut self, on: bool) -> Self {
         self.total_variance = on;
         self
@@ -138,15 +139,6 @@ impl Pca {
         let x = x.to_dtype(DType::F32)?;
         let dev = x.device().clone();
         let mean = (column_sums(&x)? / n as f64)?; // [1, d]
-        let total_variance = if p.total_variance {
-            let tv = shifted_sum_squares(&x, &mean)? / (n - 1) as f64;
-            if tv.is_nan() || tv <= 0.0 {
-                return Err(zero_data(n, d));
-            }
-            Some(tv)
-        } else {
-            None
-        };
         let mu = mean.t()?; // [d, 1]
                             // Centred products without the centred copy: Xc·Z = X·Z − 1(μᵀZ),
                             // Xcᵀ·W = XᵀW − μ(1ᵀW).
@@ -175,7 +167,8 @@ impl Pca {
         // centres block by block (as `transform` does), so its product doubles as the
         // projections.
         let mean = mean.squeeze(0)?; // [d]
-        let w = centred_product(&x, &mean, &z)?;
+        let (w, sum_squares) = centred_product(&x, &mean, &z, p.total_variance)?;
+        let total_variance = sum_squares.map(|ss| ss / (n - 1) as f64);
         let r = z.dim(1)?;
         let g = w
             .t()?
@@ -212,7 +205,7 @@ impl Pca {
         let signs = axis_signs(&axes.t()?)?;
         let components = axes.broadcast_mul(&signs)?.t()?.contiguous()?; // [k, d]
         let projections = if project {
-            Some(w.matmul(&u)?.broadcast_mul(&(signs / norms)?)?)
+            Some(w.matmul(&u)?.broadcast_mul(&signs.broadcast_div(&norms)?)?)
         } else {
             None
         };
@@ -232,21 +225,33 @@ impl Pca {
 
 /// `(x − mean)·m` for `[n, d]` rows, centred one row block at a time: no full centred
 /// copy, and no cancellation between `x·m` and `mean·m` when the rows share a large
-/// offset.
-fn centred_product(x: &Tensor, mean: &Tensor, m: &Tensor) -> Result<Tensor> {
+/// offset. With `sum_squares`, also `Σ (x − mean)²` from the same centred blocks (column
+/// sums of each squared block by matmul, added in f64).
+fn centred_product(
+    x: &Tensor,
+    mean: &Tensor,
+    m: &Tensor,
+    sum_squares: bool,
+) -> Result<(Tensor, Option<f64>)> {
     let (n, _) = x.dims2()?;
     let mut parts = Vec::with_capacity(n.div_ceil(TRANSFORM_BLOCK).max(1));
+    let mut ss = 0.0;
     let mut start = 0;
     while start < n {
         let b = TRANSFORM_BLOCK.min(n - start);
         let xb = x.narrow(0, start, b)?.broadcast_sub(mean)?;
         parts.push(xb.matmul(m)?);
+        if sum_squares {
+            let sums = column_sums(&xb.sqr()?)?.to_dtype(DType::F64)?;
+            ss += sums.flatten_all()?.to_vec1::<f64>()?.iter().sum::<f64>();
+        }
         start += b;
     }
-    Ok(match parts.len() {
+    let product = match parts.len() {
         1 => parts.pop().expect("one part"),
         _ => Tensor::cat(&parts, 0)?,
-    })
+    };
+    Ok((product, sum_squares.then_some(ss)))
 }
 
 /// Rows per block of [`PcaFit::transform`].
@@ -289,7 +294,8 @@ fn fix_signs(c: &Tensor) -> Result<Tensor> {
 impl PcaFit {
     /// Project `[n, d]` rows onto the axes: `(x − mean)·componentsᵀ`, `[n, k]`.
     pub fn transform(&self, x: &Tensor) -> Result<Tensor> {
-        centred_product(&x.to_dtype(DType::F32)?, &self.mean, &self.components.t()?)
+        let x = x.to_dtype(DType::F32)?;
+        Ok(centred_product(&x, &self.mean, &self.components.t()?, false)?.0)
     }
 
     /// Fraction of the total variance each axis explains; `None` when the fit did not
