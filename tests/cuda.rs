@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde_json::Value;
 use trojanscan::audit::{read_rows, AuditParams};
 use trojanscan::device::DeviceChoice;
@@ -169,17 +169,7 @@ fn zoo_logits_on_cuda_match_transformers() {
         let want: Vec<Vec<f64>> = serde_json::from_value(r["logits"].clone()).unwrap();
         let mut worst = 0f64;
         for (i, t) in texts.iter().enumerate() {
-            let logits: Vec<f32> = m
-                .forward_with_states(&m.encode(&[t]).unwrap())
-                .unwrap()
-                .logits
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let logits = common::logits(&m, t);
             let got: Vec<f32> = indices[i].iter().map(|&j| logits[j]).collect();
             worst = worst.max(common::rel_err(&got, &want[i]));
         }

@@ -266,31 +266,11 @@ fn pca_fit_transform_matches_transform() {
         assert_eq!(fit.total_variance.is_some(), tv);
         assert_eq!(fit.explained_variance_ratio().is_some(), tv);
         let alone = pca.fit(&x).unwrap();
-        let diff = (&fit.components - &alone.components)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = common::max_abs(&(&fit.components - &alone.components).unwrap());
         assert!(diff < 1e-6, "components differ by {diff}");
         let again = fit.transform(&x).unwrap();
-        let scale = again
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let err = (&proj - &again)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(&again);
+        let err = common::max_abs(&(&proj - &again).unwrap());
         assert!(
             proj.dims() == [n, 3] && err <= 1e-4 * scale,
             "{err} of {scale}"

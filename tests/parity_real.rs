@@ -266,22 +266,7 @@ fn smollm2_native_close_to_dequantized() {
     let (la, lb) = (oa.logits.unwrap(), ob.logits.unwrap());
     let top_a: Vec<u32> = la.argmax(D::Minus1).unwrap().to_vec1().unwrap();
     let top_b: Vec<u32> = lb.argmax(D::Minus1).unwrap().to_vec1().unwrap();
-    let scale = la
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let lerr = (la - lb)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        / scale;
+    let lerr = common::max_abs(&(&la - &lb).unwrap()) / common::max_abs(&la);
     println!("native vs f32: worst pooled-state rel err {worst:.2e}, logits rel err {lerr:.2e}, top-1 {top_a:?} vs {top_b:?}");
     assert!(worst < 0.05, "quantized path drifted: {worst}");
     assert!(lerr < 0.05, "quantized logits drifted: {lerr}");

@@ -452,18 +452,7 @@ fn logits_match_transformers() {
                 want_ids[i],
                 "{name}: token ids of {t:?}"
             );
-            let batch = m.encode(&[t]).unwrap();
-            let logits: Vec<f32> = m
-                .forward_with_states(&batch)
-                .unwrap()
-                .logits
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let logits = common::logits(&m, t);
             let got: Vec<f32> = indices[i].iter().map(|&j| logits[j]).collect();
             worst = worst.max(common::rel_err(&got, &want[i]));
         }

@@ -61,4 +61,26 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()))
         / scale
 }
+
+/// Largest |element| of a tensor.
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.max_all())
+        .and_then(|m| m.to_dtype(candle_core::DType::F32))
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("a tensor's largest magnitude")
+}
+
+/// A model's logits for one text, flattened to f32 (`[1, classes]` or `[1, vocab]`).
+pub fn logits(m: &trojanscan::model::Model, text: &str) -> Vec<f32> {
+    m.forward_with_states(&m.encode(&[text]).unwrap())
+        .unwrap()
+        .logits
+        .expect("a model with an output head")
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|l| l.flatten_all())
+        .and_then(|l| l.to_vec1())
+        .unwrap()
+}
+
 pub mod tiny;
