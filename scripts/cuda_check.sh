@@ -11,13 +11,16 @@
 #
 # BIN_DIR holds prebuilt binaries `trojanscan`, `cluster_bench` and `cuda` (the test target);
 # without it they are built here with `--features cuda` (needs the CUDA toolkit; set
-# CUDA_COMPUTE_CAP, e.g. 90 for an H100). Logs and JSON go to OUT_DIR (default cuda-check/).
+# CUDA_COMPUTE_CAP, e.g. 90 for an H100). Logs and JSON go to OUT_DIR (default cuda-check/
+# in the repository). Relative paths are taken from the current directory. A prebuilt `cuda`
+# test binary reads testdata/ from the checkout it was built in (its path is compiled in).
 # Prints a summary last; exits non-zero if a check failed.
 set -uo pipefail
+BIN=${1:+$(realpath "$1")}
+OUT=$(realpath -m "${2:-$(dirname "$0")/../cuda-check}")
 cd "$(dirname "$0")/.."
-BIN=${1:-}
-OUT=${2:-cuda-check}
 mkdir -p "$OUT"
+: >"$OUT/times.txt"
 if [ -z "$BIN" ]; then
     BIN=target/release/cuda-check-bin
     mkdir -p "$BIN"
@@ -28,6 +31,7 @@ if [ -z "$BIN" ]; then
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable") and m["target"]["name"] == "cuda": print(m["executable"])')
+    [ -n "$t" ] || { echo "no cuda test binary was built"; exit 1; }
     cp "$t" "$BIN/cuda" || exit 1
 fi
 summary=()

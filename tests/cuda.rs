@@ -38,7 +38,8 @@ fn abs_cos(a: &[f32], b: &[f32]) -> f64 {
     (dot / (n(a) * n(b))).abs()
 }
 
-/// Relabels `a` to agree with `b` where a one-to-one map exists, and counts agreements.
+/// Rows on which `a` agrees with `b` under the label map taken from each `a` label's first
+/// row (the partitions' agreement up to relabelling, when every label is used).
 fn agreement(a: &[u32], b: &[u32]) -> usize {
     let mut map = std::collections::BTreeMap::new();
     a.iter()
@@ -68,6 +69,17 @@ fn linalg_kernels_on_cuda_match_the_cpu() {
     for (a, b) in cpu.explained_variance.iter().zip(&cuda.explained_variance) {
         assert!((a - b).abs() <= 1e-4 * a.abs(), "variance {a} vs {b}");
     }
+    // The audit's path: projections from the fit's last pass, no total variance.
+    let lean = PcaParams::new(k).total_variance(false).check().unwrap();
+    let (fc, pc) = lean.fit_transform(&matrix(&f["x"], &Device::Cpu)).unwrap();
+    let (fg, pg) = lean.fit_transform(&matrix(&f["x"], &dev)).unwrap();
+    assert!(fg.total_variance.is_none() && pg.device().is_cuda());
+    let want = fc.transform(&matrix(&f["x"], &Device::Cpu)).unwrap();
+    let err = common::max_abs(&(&pg.to_device(&Device::Cpu).unwrap() - &want).unwrap());
+    assert!(
+        err <= 1e-4 * common::max_abs(&pc),
+        "projections differ by {err}"
+    );
     let (tc, tg) = (cpu.total_variance.unwrap(), cuda.total_variance.unwrap());
     assert!((tc - tg).abs() <= 1e-4 * tc, "total variance {tc} vs {tg}");
 
@@ -179,12 +191,20 @@ fn zoo_logits_on_cuda_match_transformers() {
 }
 
 /// The dataset audit with the model on the GPU flags the rows it flags on the CPU, and
-/// finds the planted poison.
+/// finds the planted poison: precision and recall of at least 0.95 on the trojan's set,
+/// nothing flagged on the clean one.
 #[test]
 fn audit_on_cuda_flags_what_the_cpu_flags() {
     for name in ["badnets-s0", "clean-finetune-s0"] {
         let dir = common::root().join("testdata/zoo").join(name);
         let rows = read_rows(dir.join("train.jsonl")).unwrap();
+        let poisoned: Vec<usize> = std::fs::read_to_string(dir.join("train.jsonl"))
+            .unwrap()
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| serde_json::from_str::<Value>(l).unwrap()["poisoned"] == true)
+            .map(|(i, _)| i)
+            .collect();
         let audit = AuditParams::default().check().unwrap();
         let cpu = audit.run(&load(&dir, DeviceChoice::Cpu), &rows).unwrap();
         let cuda = audit
@@ -198,6 +218,20 @@ fn audit_on_cuda_flags_what_the_cpu_flags() {
             cpu.suspicion
         );
         assert_eq!(cuda.flagged, cpu.flagged, "{name}");
+        let hits = cuda
+            .flagged
+            .iter()
+            .filter(|i| poisoned.binary_search(i).is_ok())
+            .count() as f64;
+        if poisoned.is_empty() {
+            assert!(cuda.flagged.is_empty(), "{name}: a clean set flagged");
+        } else {
+            let (p, r) = (
+                hits / cuda.flagged.len().max(1) as f64,
+                hits / poisoned.len() as f64,
+            );
+            assert!(p >= 0.95 && r >= 0.95, "{name}: precision {p} recall {r}");
+        }
         assert!((cuda.suspicion - cpu.suspicion).abs() < 1e-3, "{name}");
     }
 }

@@ -234,11 +234,12 @@ fn bad_parameters_and_shapes_are_errors() {
 }
 
 /// `fit_transform` takes the projections from the fit's last pass: they equal
-/// `transform`'s, also when the rows share a large offset, with or without the
-/// total-variance pass (which only `explained_variance_ratio` needs).
+/// `transform`'s, also when the rows share a large offset, across row blocks (9 000 rows),
+/// when the subspace is the whole space (l = d), and with or without the total variance
+/// (which only `explained_variance_ratio` needs; it matches the data's).
 #[test]
 fn pca_fit_transform_matches_transform() {
-    let (n, d) = (3000, 40);
+    let (n, d) = (9000, 40);
     let coef = noise(n * 3, 11);
     let z = noise(n * d, 12);
     let rows: Vec<f32> = (0..n)
@@ -259,22 +260,52 @@ fn pca_fit_transform_matches_transform() {
             })
         })
         .collect();
+    // The data's own total variance, in f64.
+    let mut tv = 0.0;
+    for j in 0..d {
+        let col: Vec<f64> = (0..n).map(|i| f64::from(rows[i * d + j])).collect();
+        let m = col.iter().sum::<f64>() / n as f64;
+        tv += col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+    }
     let x = Tensor::from_vec(rows, (n, d), &Device::Cpu).unwrap();
-    for tv in [true, false] {
-        let pca = PcaParams::new(3).total_variance(tv).check().unwrap();
-        let (fit, proj) = pca.fit_transform(&x).unwrap();
-        assert_eq!(fit.total_variance.is_some(), tv);
-        assert_eq!(fit.explained_variance_ratio().is_some(), tv);
-        let alone = pca.fit(&x).unwrap();
-        let diff = common::max_abs(&(&fit.components - &alone.components).unwrap());
-        assert!(diff < 1e-6, "components differ by {diff}");
-        let again = fit.transform(&x).unwrap();
-        let scale = common::max_abs(&again);
-        let err = common::max_abs(&(&proj - &again).unwrap());
-        assert!(
-            proj.dims() == [n, 3] && err <= 1e-4 * scale,
-            "{err} of {scale}"
-        );
+    for (k, oversample) in [(3, 10), (3, 40)] {
+        for with_tv in [true, false] {
+            let pca = PcaParams::new(k)
+                .oversample(oversample)
+                .total_variance(with_tv)
+                .check()
+                .unwrap();
+            let (fit, proj) = pca.fit_transform(&x).unwrap();
+            match fit.total_variance {
+                Some(t) => assert!(with_tv && (t - tv).abs() < 1e-4 * tv, "{t} vs {tv}"),
+                None => assert!(!with_tv && fit.explained_variance_ratio().is_none()),
+            }
+            // Three axes of variance 64/12, 16/12 and 4/12 (uniform-sum noise has variance
+            // 1/3 per unit), each spread over a third of the columns.
+            let ev = &fit.explained_variance;
+            assert!((ev[0] / ev[1] - 4.0).abs() < 0.4 && (ev[1] / ev[2] - 4.0).abs() < 0.4);
+            let again = fit.transform(&x).unwrap();
+            let err = common::max_abs(&(&proj - &again).unwrap());
+            let scale = common::max_abs(&again);
+            assert!(
+                proj.dims() == [n, 3] && err <= 1e-4 * scale,
+                "{err} of {scale}"
+            );
+        }
+    }
+}
+
+/// Constant data is refused as having no variance, also through the audit's path (no
+/// total variance, l < d) and when every value is a large number whose f32 sum is inexact.
+#[test]
+fn pca_refuses_constant_data() {
+    for (n, d, v) in [(50, 30, 0.0f32), (20_000, 40, 1000.37), (100, 50, 1000.37)] {
+        let x = Tensor::from_vec(vec![v; n * d], (n, d), &Device::Cpu).unwrap();
+        for with_tv in [true, false] {
+            let pca = PcaParams::new(3).total_variance(with_tv).check().unwrap();
+            assert!(pca.fit(&x).is_err(), "[{n}, {d}] of {v}");
+            assert!(pca.fit_transform(&x).is_err(), "[{n}, {d}] of {v}");
+        }
     }
 }
 

@@ -59,6 +59,25 @@ pub(crate) fn column_sums(x: &Tensor) -> Result<Tensor> {
     Ok(acc.to_dtype(DType::F32)?)
 }
 
+/// Column means of a 2-D f32 tensor, `[1, d]`, summed about the first row:
+/// `s + Σ(x − s)/n`, block by block. Rows that share a large offset then lose no precision
+/// to it (a constant column's mean comes out exact); summing `x` itself in f32 leaves an
+/// error of many ulps of the offset, which centring would turn into a spurious axis.
+pub(crate) fn column_means(x: &Tensor) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    let shift = x.narrow(0, 0, 1.min(n))?;
+    let mut acc = Tensor::zeros((1, d), DType::F64, x.device())?;
+    let mut start = 0;
+    while start < n {
+        let b = REDUCE_BLOCK.min(n - start);
+        let part = column_sums(&x.narrow(0, start, b)?.broadcast_sub(&shift)?)?;
+        acc = (acc + part.to_dtype(DType::F64)?)?;
+        start += b;
+    }
+    let mean = ((acc / n.max(1) as f64)? + shift.to_dtype(DType::F64)?)?;
+    Ok(mean.to_dtype(DType::F32)?)
+}
+
 /// `Σ (x − shift)²` over every element of a 2-D f32 tensor (`shift` is `[1, d]`), by row
 /// blocks: each block is shifted and squared, its columns summed by [`column_sums`] (f32
 /// accumulation over at most a block's rows), and the `d` sums added in f64.

@@ -1,6 +1,6 @@
 //! Principal component analysis on candle tensors.
 //!
-//! [`PcaParams::fit`] takes the data as one `[n, d]` tensor and finds the top principal
+//! [`Pca::fit`] takes the data as one `[n, d]` tensor and finds the top principal
 //! axes by randomized subspace iteration on the implicitly centred matrix (Halko,
 //! Martinsson & Tropp 2011): each pass is two thin matmuls (`X·Z`, `Xᵀ·W`) on the
 //! tensor's device, the centring folded in as a rank-one correction so the centred copy
@@ -15,8 +15,8 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::column_sums;
 use super::svd::{orthonormalize, sym_eigen};
+use super::{column_means, column_sums};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -44,7 +44,7 @@ pub struct PcaFit {
     /// Variance along each axis (divided by `n - 1`, as scikit-learn reports it).
     pub explained_variance: Vec<f64>,
     /// Total variance of the data (sum of the per-feature variances); `None` when
-    /// [`PcaParams::total_variance`] turned its pass over the data off.
+    /// [`PcaParams::total_variance`] turned it off.
     pub total_variance: Option<f64>,
 }
 
@@ -63,7 +63,7 @@ impl PcaParams {
 
     /// Whether to measure the data's total variance (for
     /// [`PcaFit::explained_variance_ratio`]). It squares and sums each centred row block
-    /// of the fit's last pass, which adds about a third to that pass; clustering on the
+    /// of the fit's last pass, which adds about half to that pass; clustering on the
     /// projections does not need it.
     pub fn total_variance(mut self, on: bool) -> Self {
         self.total_variance = on;
@@ -138,10 +138,11 @@ impl Pca {
         let (n, d) = check_data(x, p.components)?;
         let x = x.to_dtype(DType::F32)?;
         let dev = x.device().clone();
-        let mean = (column_sums(&x)? / n as f64)?; // [1, d]
+        let mean = column_means(&x)?; // [1, d]
         let mu = mean.t()?; // [d, 1]
-                            // Centred products without the centred copy: Xc·Z = X·Z − 1(μᵀZ),
-                            // Xcᵀ·W = XᵀW − μ(1ᵀW).
+
+        // Centred products without the centred copy: Xc·Z = X·Z − 1(μᵀZ),
+        // Xcᵀ·W = XᵀW − μ(1ᵀW).
         let xc_mul =
             |z: &Tensor| -> Result<Tensor> { Ok(x.matmul(z)?.broadcast_sub(&mu.t()?.matmul(z)?)?) };
         let xct_mul = |w: &Tensor| -> Result<Tensor> {
@@ -254,7 +255,7 @@ fn centred_product(
     Ok((product, sum_squares.then_some(ss)))
 }
 
-/// Rows per block of [`PcaFit::transform`].
+/// Rows per centred block of [`PcaFit::transform`] and of a fit's last pass.
 const TRANSFORM_BLOCK: usize = 8192;
 
 fn zero_data(n: usize, d: usize) -> Error {
@@ -434,13 +435,13 @@ pub fn spectral_scores(x: &Tensor, seed: u64) -> Result<(Vec<f32>, Vec<f64>)> {
 
 /// The top principal axis `[d]` and each row's centred projection `(x − μ)·v` on it.
 pub(crate) fn spectral_projection(x: &Tensor, seed: u64) -> Result<(Vec<f32>, Vec<f64>)> {
-    let fit = PcaParams::new(1)
+    let (fit, proj) = PcaParams::new(1)
         .power_iterations(8)
         .seed(seed)
+        .total_variance(false)
         .check()?
-        .fit(x)?;
-    let proj = fit
-        .transform(x)?
+        .fit_transform(x)?;
+    let proj = proj
         .squeeze(D::Minus1)?
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
