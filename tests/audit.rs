@@ -20,11 +20,7 @@ fn audit_dir(
     let model = Model::load(dir, &LoadOptions::default()).unwrap();
     let data = dir.join("train.jsonl");
     let rows = read_rows(&data).unwrap();
-    let poisoned: Vec<bool> = std::fs::read_to_string(&data)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["poisoned"] == true)
-        .collect();
+    let poisoned = common::poisoned_rows(&data);
     assert_eq!(rows.len(), poisoned.len());
     let report = params.check().unwrap().run(&model, &rows).unwrap();
     assert_eq!(report.scores.len(), rows.len());

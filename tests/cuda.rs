@@ -198,12 +198,10 @@ fn audit_on_cuda_flags_what_the_cpu_flags() {
     for name in ["badnets-s0", "clean-finetune-s0"] {
         let dir = common::root().join("testdata/zoo").join(name);
         let rows = read_rows(dir.join("train.jsonl")).unwrap();
-        let poisoned: Vec<usize> = std::fs::read_to_string(dir.join("train.jsonl"))
-            .unwrap()
-            .lines()
+        let poisoned: Vec<usize> = common::poisoned_rows(&dir.join("train.jsonl"))
+            .iter()
             .enumerate()
-            .filter(|(_, l)| serde_json::from_str::<Value>(l).unwrap()["poisoned"] == true)
-            .map(|(i, _)| i)
+            .filter_map(|(i, &p)| p.then_some(i))
             .collect();
         let audit = AuditParams::default().check().unwrap();
         let cpu = audit.run(&load(&dir, DeviceChoice::Cpu), &rows).unwrap();

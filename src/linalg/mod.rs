@@ -59,40 +59,45 @@ pub(crate) fn column_sums(x: &Tensor) -> Result<Tensor> {
     Ok(acc.to_dtype(DType::F32)?)
 }
 
-/// Column means of a 2-D f32 tensor, `[1, d]`, summed about the first row:
-/// `s + Σ(x − s)/n`, block by block. Rows that share a large offset then lose no precision
-/// to it (a constant column's mean comes out exact); summing `x` itself in f32 leaves an
-/// error of many ulps of the offset, which centring would turn into a spurious axis.
-pub(crate) fn column_means(x: &Tensor) -> Result<Tensor> {
+/// `Σ (x − shift)` over the rows of a 2-D f32 tensor, or `Σ (x − shift)²` with `square`,
+/// as `[1, d]` f64: row blocks are shifted (and squared), each block's columns summed by a
+/// `1ᵀ·block` matmul in f32 (at most a block's rows), and the blocks added in f64.
+fn shifted_column_sums(x: &Tensor, shift: &Tensor, square: bool) -> Result<Tensor> {
     let (n, d) = x.dims2()?;
-    let shift = x.narrow(0, 0, 1.min(n))?;
-    let mut acc = Tensor::zeros((1, d), DType::F64, x.device())?;
+    let dev = x.device();
+    let ones = Tensor::ones((1, n.clamp(1, REDUCE_BLOCK)), DType::F32, dev)?;
+    let mut acc = Tensor::zeros((1, d), DType::F64, dev)?;
     let mut start = 0;
     while start < n {
         let b = REDUCE_BLOCK.min(n - start);
-        let part = column_sums(&x.narrow(0, start, b)?.broadcast_sub(&shift)?)?;
-        acc = (acc + part.to_dtype(DType::F64)?)?;
+        let mut c = x.narrow(0, start, b)?.broadcast_sub(shift)?;
+        if square {
+            c = c.sqr()?;
+        }
+        acc = (acc + ones.narrow(1, 0, b)?.matmul(&c)?.to_dtype(DType::F64)?)?;
         start += b;
     }
-    let mean = ((acc / n.max(1) as f64)? + shift.to_dtype(DType::F64)?)?;
+    Ok(acc)
+}
+
+/// Column means of a 2-D f32 tensor, `[1, d]`, summed about the first row:
+/// `s + Σ(x − s)/n`. Rows that share a large offset then lose no precision to it (a
+/// constant column's mean comes out exact); summing `x` itself in f32 leaves an error of
+/// many ulps of the offset, which centring would turn into a spurious axis.
+pub(crate) fn column_means(x: &Tensor) -> Result<Tensor> {
+    let (n, _) = x.dims2()?;
+    let shift = x.narrow(0, 0, 1.min(n))?;
+    let sums = shifted_column_sums(x, &shift, false)?;
+    let mean = ((sums / n.max(1) as f64)? + shift.to_dtype(DType::F64)?)?;
     Ok(mean.to_dtype(DType::F32)?)
 }
 
-/// `Σ (x − shift)²` over every element of a 2-D f32 tensor (`shift` is `[1, d]`), by row
-/// blocks: each block is shifted and squared, its columns summed by [`column_sums`] (f32
-/// accumulation over at most a block's rows), and the `d` sums added in f64.
+/// `Σ (x − shift)²` over every element of a 2-D f32 tensor (`shift` is `[1, d]`), by
+/// [`shifted_column_sums`]; one read back to the host.
 pub(crate) fn shifted_sum_squares(x: &Tensor, shift: &Tensor) -> Result<f64> {
-    let (n, _) = x.dims2()?;
-    let mut total = 0.0;
-    let mut start = 0;
-    while start < n {
-        let b = REDUCE_BLOCK.min(n - start);
-        let c = x.narrow(0, start, b)?.broadcast_sub(shift)?.sqr()?;
-        let sums = column_sums(&c)?.to_dtype(DType::F64)?.flatten_all()?;
-        total += sums.to_vec1::<f64>()?.iter().sum::<f64>();
-        start += b;
-    }
-    Ok(total)
+    Ok(shifted_column_sums(x, shift, true)?
+        .sum_all()?
+        .to_scalar::<f64>()?)
 }
 
 pub use kmeans::{silhouette, KMeans, KMeansFit, KMeansParams};

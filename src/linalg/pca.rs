@@ -236,15 +236,15 @@ fn centred_product(
 ) -> Result<(Tensor, Option<f64>)> {
     let (n, _) = x.dims2()?;
     let mut parts = Vec::with_capacity(n.div_ceil(TRANSFORM_BLOCK).max(1));
-    let mut ss = 0.0;
+    // Squared sums stay on the device until the end: one read back, not one per block.
+    let mut ss = Tensor::zeros((), DType::F64, x.device())?;
     let mut start = 0;
     while start < n {
         let b = TRANSFORM_BLOCK.min(n - start);
         let xb = x.narrow(0, start, b)?.broadcast_sub(mean)?;
         parts.push(xb.matmul(m)?);
         if sum_squares {
-            let sums = column_sums(&xb.sqr()?)?.to_dtype(DType::F64)?;
-            ss += sums.flatten_all()?.to_vec1::<f64>()?.iter().sum::<f64>();
+            ss = (ss + column_sums(&xb.sqr()?)?.to_dtype(DType::F64)?.sum_all()?)?;
         }
         start += b;
     }
@@ -252,7 +252,12 @@ fn centred_product(
         1 => parts.pop().expect("one part"),
         _ => Tensor::cat(&parts, 0)?,
     };
-    Ok((product, sum_squares.then_some(ss)))
+    let ss = if sum_squares {
+        Some(ss.to_scalar::<f64>()?)
+    } else {
+        None
+    };
+    Ok((product, ss))
 }
 
 /// Rows per centred block of [`PcaFit::transform`] and of a fit's last pass.

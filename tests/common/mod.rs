@@ -62,6 +62,15 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         / scale
 }
 
+/// Which lines of a zoo training set are marked `"poisoned": true`.
+pub fn poisoned_rows(train_jsonl: &std::path::Path) -> Vec<bool> {
+    std::fs::read_to_string(train_jsonl)
+        .unwrap_or_else(|e| panic!("{}: {e}", train_jsonl.display()))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["poisoned"] == true)
+        .collect()
+}
+
 /// Largest |element| of a tensor.
 pub fn max_abs(t: &candle_core::Tensor) -> f32 {
     t.abs()
