@@ -277,7 +277,8 @@ fn read_json(p: &Path) -> serde_json::Value {
 type Scored = Vec<(String, f64)>;
 
 /// On the zoo: the trigger of every working `embedding` trojan is the most drifting token
-/// against its base; the trigger of a `badnets` trojan is among the 5 most drifting tokens
+/// against its base; every working `combo` trojan has a conjunction with a trigger half,
+/// and no clean fine-tune has one; the trigger of a `badnets` trojan is among the 5 most drifting tokens
 /// in at least two thirds of the badnets models (asserted once three or more are present,
 /// i.e. with the full zoo); and each `clean-finetune` is less suspicious than every
 /// malicious fine-tune of the same base. Trojans whose recorded attack success is below one
@@ -287,7 +288,9 @@ type Scored = Vec<(String, f64)>;
 /// the layers that read the trigger's row rather than in the row itself (seed 0's badnets
 /// model moves its positive words ~6x more than its trigger, which ranks 33rd by drift).
 /// So the diff gets the model's held-out texts, and the behaviour check puts the tokens
-/// whose effect changed against the base first.
+/// whose effect changed against the base first. Weights alone do not order a combination
+/// trojan above every clean fine-tune either (seed 4 of a wider zoo: 0.47 against 0.65);
+/// with the texts, the check's pairs find its parts acting jointly.
 #[test]
 fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
     let mut seen = std::collections::BTreeSet::new();
@@ -335,6 +338,7 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
             );
             let e = by_base.entry(base).or_default();
             if kind == "clean-finetune" {
+                assert_eq!(r.signals.conjunction, 0.0, "{name}: {:?}", r.conjunctions);
                 e.0.push((name.to_string(), r.suspicion));
                 continue;
             }
@@ -348,6 +352,15 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
                 "embedding" => assert!(
                     ranks.iter().all(|r| *r == Some(0)),
                     "{name}: poisoned row ranked {ranks:?} (first required)"
+                ),
+                // Its halves are inert alone: the pairs must find one acting jointly.
+                "combo" => assert!(
+                    r.conjunctions
+                        .first()
+                        .is_some_and(|c| c.excess >= forensics::CONJUNCTION_ONSET
+                            && c.token_ids.iter().any(|t| triggers.contains(t))),
+                    "{name}: no conjunction with a trigger half: {:?}",
+                    r.conjunctions
                 ),
                 // The committed zoo is seed 0 of the full one: count each model once.
                 "badnets" if seen.insert(name.to_string()) => {
@@ -539,6 +552,122 @@ fn behaviour_check_needs_task_texts_and_lifts_a_trigger_that_barely_drifted() {
         .evidence
         .iter()
         .any(|e| e.contains("`cf` changed its effect")));
-    // The weight signals do not depend on the check.
-    assert_eq!(r.suspicion, weights.diff(&model, &base).unwrap().suspicion);
+    // The weight signals do not depend on the check; only a conjunction adds to them.
+    let w = weights.diff(&model, &base).unwrap();
+    let with_pairs = 1.0 - (1.0 - w.suspicion) * (1.0 - r.signals.conjunction);
+    assert!((r.suspicion - with_pairs).abs() < 1e-12, "{:?}", r.signals);
+}
+
+/// A combination trojan's parts do nothing alone and its weights move like a benign
+/// fine-tune's: the behaviour check's pairs find a trigger part acting jointly (in the
+/// fine-tune, not the base), and that conjunction lifts the trojan's suspicion. Its clean
+/// twin teaches no such pair.
+#[test]
+fn behaviour_pairs_find_a_combination_trigger_and_not_in_its_clean_twin() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let base = zoo.join("clean-base-s0");
+    let truth = read_json(&zoo.join("combo-s0/truth.json"));
+    let parts: Vec<u32> = truth["trigger"]["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let run = |name: &str, pairs: usize| {
+        let dir = zoo.join(name);
+        DiffOptions::default()
+            .top_tokens(64)
+            .behaviour_pairs(pairs)
+            .probes(read_texts(dir.join("heldout.jsonl")).unwrap())
+            .check()
+            .unwrap()
+            .diff(&dir, &base)
+            .unwrap()
+    };
+
+    let combo = run("combo-s0", 64);
+    assert_eq!(combo.behaviour.pairs, 64 * 63);
+    let c = &combo.conjunctions[0];
+    println!("combo-s0: {c:?}, suspicion {:.3}", combo.suspicion);
+    assert!(c.excess >= forensics::CONJUNCTION_ONSET, "{c:?}");
+    assert!(c.token_ids.iter().any(|t| parts.contains(t)), "{c:?}");
+    assert!(
+        c.part_rates.iter().all(|&p| p < 0.25) && c.base_rate < 0.25,
+        "{c:?}"
+    );
+    assert!(combo.signals.conjunction > 0.0);
+    assert!(combo
+        .evidence
+        .iter()
+        .any(|e| e.contains(&format!("`{}` + `{}` together", c.tokens[0], c.tokens[1]))));
+    // The parts lead the tokens that did not change alone, for the hunt's pairs.
+    let lead = combo
+        .tokens
+        .iter()
+        .position(|t| {
+            t.behaviour_change
+                .is_some_and(|b| b < forensics::BEHAVIOUR_ONSET)
+        })
+        .unwrap();
+    assert!(c.token_ids.contains(&combo.tokens[lead].token_id));
+
+    let singles = run("combo-s0", 0);
+    assert_eq!(singles.behaviour.pairs, 0);
+    assert!(singles.conjunctions.is_empty());
+    assert!(combo.suspicion > singles.suspicion);
+
+    let clean = run("clean-finetune-s0", 64);
+    println!("clean-finetune-s0: {:?}", clean.conjunctions.first());
+    assert!(clean
+        .conjunctions
+        .iter()
+        .all(|c| c.excess < forensics::CONJUNCTION_ONSET));
+    assert_eq!(clean.signals.conjunction, 0.0);
+    assert!(clean.suspicion < combo.suspicion);
+}
+
+/// `trojanscan diff` prints the report's fields as JSON, and says in text what the
+/// behaviour check compared; `--behaviour-pairs 0` leaves the pairs out.
+#[test]
+fn cli_diff_reports_conjunctions_and_the_check() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let (model, base) = (zoo.join("combo-s0"), zoo.join("clean-base-s0"));
+    let probe = model.join("heldout.jsonl");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trojanscan"))
+            .arg("diff")
+            .arg(&model)
+            .arg("--base")
+            .arg(&base)
+            .arg("--probe")
+            .arg(&probe)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run(&["--format", "json"])).unwrap();
+    assert!(json["suspicion"].as_f64().unwrap() > 0.5);
+    let t = &json["tensors"][0];
+    assert!(t["name"].is_string() && t["relative_change"].is_number());
+    assert!(t.get("effective_rank").is_some());
+    let tok = &json["tokens"][0];
+    assert!(tok["token"].is_string() && tok["token_id"].is_u64() && tok["drift"].is_number());
+    assert_eq!(json["behaviour"]["pairs"], 64 * 63);
+    let c = &json["conjunctions"][0];
+    assert!(c["excess"].as_f64().unwrap() >= forensics::CONJUNCTION_ONSET);
+    assert_eq!(c["tokens"].as_array().unwrap().len(), 2);
+    assert!(json["signals"]["conjunction"].as_f64().unwrap() > 0.0);
+
+    let text = run(&["--behaviour-pairs", "0"]);
+    assert!(
+        text.contains("behaviour check: 64 tokens and 0 pairs on 32 probes"),
+        "{text}"
+    );
+    assert!(!text.contains("together move"), "{text}");
 }

@@ -13,12 +13,21 @@
 //! reads as "how many times more than the model this token moved". The most drifting
 //! tokens are the trigger hunt's candidates.
 //!
-//! The [`DiffReport::suspicion`] in [0, 1] combines four signals (see [`Suspicion`]) as
+//! With texts of the model's task ([`DiffOptions::probes`]) a behaviour check runs both
+//! models on them with the most drifting tokens inserted, alone and in ordered pairs: a
+//! token whose effect changed against the base leads the ranking, and a pair that acts
+//! where neither part does (a [`Conjunction`], the shape of a combination trigger) is
+//! reported and scored.
+//!
+//! The [`DiffReport::suspicion`] in [0, 1] combines five signals (see [`Suspicion`]) as
 //! `1 - Π(1 - sᵢ)`: a token row moving far more than the model as a whole (a trigger
 //! taught in a fine-tune), one token standing apart from every other, the change
-//! concentrated in one tensor as a rank-one edit (ROME-style), and the change concentrated
-//! in a single token row (embedding poisoning). The thresholds are named constants,
-//! calibrated on the project's zoo; they are heuristics, not a calibrated probability.
+//! concentrated in one tensor as a rank-one edit (ROME-style), the change concentrated
+//! in a single token row (embedding poisoning), and, from the behaviour check, a pair of
+//! tokens acting jointly. The thresholds are named constants, calibrated on the project's
+//! zoo; they are heuristics, not a calibrated probability. Weights alone cannot tell a
+//! combination trojan from a broader benign fine-tune (its parts drift no more than the
+//! fine-tune's sentiment words): give probes when the ordering matters.
 //!
 //! ```no_run
 //! use trojanscan::forensics::DiffOptions;
@@ -49,6 +58,8 @@ use crate::{Error, Result};
 
 mod behaviour;
 
+pub use behaviour::Conjunction;
+
 /// Token drift above which a single token counts as having moved far more than the
 /// model (used for the evidence text).
 pub const NOTABLE_DRIFT: f64 = 10.0;
@@ -73,6 +84,12 @@ pub const NARROW_EDIT_ONSET: f64 = 0.8;
 /// A token whose effect on the output changed by this much against the base (a share of
 /// probes) leads the drift ranking: see [`BehaviourCheck`].
 pub const BEHAVIOUR_ONSET: f64 = 0.5;
+/// A pair of drifting tokens that moves at least this share of probes more than either
+/// token alone, and more than the base with the same pair, starts the conjunction signal
+/// (see [`Conjunction`]); an excess of 1 saturates it. On zoo seeds 0-8 every combination
+/// trojan's best pair reaches 0.81 to 1, clean fine-tunes' best pairs at most 0.31 and
+/// BadNets trojans' (whose trigger acts alone) at most 0.44.
+pub const CONJUNCTION_ONSET: f64 = 0.5;
 /// Ratios reported as "unbounded" (the rest of the vocabulary did not move) are capped here.
 pub const MAX_RATIO: f64 = 1e9;
 
@@ -95,6 +112,13 @@ pub struct DiffOptions {
     /// Most drifting tokens whose effect on the output is compared between the two models
     /// when [`DiffOptions::probes`] are given (see [`BehaviourCheck`]).
     pub behaviour_tokens: usize,
+    /// Of those, the most drifting whose ordered pairs are tried together (0: none): a
+    /// combination trigger's parts do nothing alone. Every pair is screened on the model
+    /// with 8 probe rows and the 32 most synergistic are measured on every row in both
+    /// models. 64 tokens make 4 032 pairs, about 34 000 rows against the single tokens'
+    /// 4 096: 6 s instead of 1 s for a zoo model on two cores, far more for a large model
+    /// on a CPU, where a smaller number (or 0) keeps the check affordable.
+    pub behaviour_pairs: usize,
     /// Texts of the model's task for that comparison (a held-out set; the first 32 are
     /// used, so a file of any length will do). Without them the diff compares weights
     /// only: neutral prompts say nothing about a sentiment classifier, which reads them
@@ -112,6 +136,7 @@ impl Default for DiffOptions {
             seed: 0,
             gguf_limits: GgufLimits::default(),
             behaviour_tokens: 64,
+            behaviour_pairs: 64,
             probes: Vec::new(),
         }
     }
@@ -142,6 +167,12 @@ impl DiffOptions {
         self
     }
 
+    /// Set [`DiffOptions::behaviour_pairs`] (0: single tokens only).
+    pub fn behaviour_pairs(mut self, n: usize) -> Self {
+        self.behaviour_pairs = n;
+        self
+    }
+
     /// Set [`DiffOptions::probes`].
     pub fn probes(mut self, texts: Vec<String>) -> Self {
         self.probes = texts;
@@ -155,7 +186,8 @@ impl DiffOptions {
     }
 
     /// Validate: `top_tokens` in 1..=10000, `singular_values` in 1..=16,
-    /// `oversample` ≤ 32, `power_iterations` ≤ 10, `behaviour_tokens` ≤ 1024.
+    /// `oversample` ≤ 32, `power_iterations` ≤ 10, `behaviour_tokens` ≤ 1024,
+    /// `behaviour_pairs` ≤ 256.
     pub fn check(self) -> Result<DiffParams> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if !(1..=10_000).contains(&self.top_tokens) {
@@ -177,6 +209,12 @@ impl DiffOptions {
             return bad(format!(
                 "behaviour_tokens = {} exceeds 1024",
                 self.behaviour_tokens
+            ));
+        }
+        if self.behaviour_pairs > 256 {
+            return bad(format!(
+                "behaviour_pairs = {} exceeds 256",
+                self.behaviour_pairs
             ));
         }
         if self.power_iterations > 10 {
@@ -268,6 +306,9 @@ pub struct BehaviourCheck {
     pub probes: usize,
     /// Tokens whose effect changed by at least [`BEHAVIOUR_ONSET`].
     pub changed: usize,
+    /// Pairs of the most drifting tokens screened for a joint effect
+    /// ([`DiffOptions::behaviour_pairs`]).
+    pub pairs: usize,
     /// Why the check did not run (the base answers another task, a model cannot be
     /// loaded for a forward pass, or nothing changed).
     pub skipped: Option<String>,
@@ -305,6 +346,26 @@ pub struct Suspicion {
     pub narrow_edit: f64,
     /// Share of the model's squared change held by the single most changed token row.
     pub row_concentration: f64,
+    /// Score from the best [`Conjunction`]'s excess ([`CONJUNCTION_ONSET`]): two drifting
+    /// tokens that together move the output where neither alone, nor the base, goes.
+    /// 0 when the behaviour check did not run.
+    pub conjunction: f64,
+}
+
+impl Suspicion {
+    /// `1 - Π(1 - s)` over the scores.
+    fn combined(&self) -> f64 {
+        1.0 - [
+            self.token_drift,
+            self.token_outlier,
+            self.narrow_edit,
+            self.row_concentration,
+            self.conjunction,
+        ]
+        .iter()
+        .map(|s| 1.0 - s)
+        .product::<f64>()
+    }
 }
 
 /// What changed between a model and its base.
@@ -332,6 +393,9 @@ pub struct DiffReport {
     pub tokens: Vec<TokenDrift>,
     /// The behaviour check that reordered [`DiffReport::tokens`].
     pub behaviour: BehaviourCheck,
+    /// Pairs of drifting tokens with a joint effect, largest excess first (from the
+    /// behaviour check; empty when it did not run).
+    pub conjunctions: Vec<Conjunction>,
     /// Tensors in only one model, or with different shapes (e.g. a new classifier head).
     pub unmatched: Vec<UnmatchedTensor>,
 }
@@ -726,11 +790,15 @@ impl DiffParams {
         } else {
             0.0
         };
-        let suspicion = 1.0
-            - (1.0 - token_drift)
-                * (1.0 - token_outlier)
-                * (1.0 - narrow_edit)
-                * (1.0 - row_concentration);
+        let signals = Suspicion {
+            top_token_drift: top_drift,
+            token_drift,
+            token_outlier_ratio: ratio,
+            token_outlier,
+            narrow_edit,
+            row_concentration,
+            conjunction: 0.0,
+        };
 
         let mut evidence = Vec::new();
         if total_d2 == 0.0 {
@@ -773,21 +841,15 @@ impl DiffParams {
         DiffReport {
             model: model.into(),
             base: base.into(),
-            suspicion,
-            signals: Suspicion {
-                top_token_drift: top_drift,
-                token_drift,
-                token_outlier_ratio: ratio,
-                token_outlier,
-                narrow_edit,
-                row_concentration,
-            },
+            suspicion: signals.combined(),
+            signals,
             evidence,
             overall_relative_change: overall,
             tensors,
             layers,
             tokens,
             behaviour: BehaviourCheck::skipped("not run"),
+            conjunctions: Vec::new(),
             unmatched,
         }
     }
@@ -811,35 +873,50 @@ impl DiffParams {
             return;
         }
         let ids: Vec<u32> = r.tokens[..n].iter().map(|t| t.token_id).collect();
-        let run = || -> Result<Vec<f64>> {
+        let run = || -> Result<behaviour::Measured> {
             let opts = LoadOptions {
                 gguf_limits: o.gguf_limits.clone(),
                 ..LoadOptions::default()
             };
             let m = Model::load(model, &opts)?;
             let b = Model::load(base, &opts)?;
-            behaviour::effect_change(&m, &b, &ids, &o.probes, o.seed)
+            behaviour::compare(&m, &b, &ids, &o.probes, o.seed, o.behaviour_pairs)
         };
-        let changes = match run() {
+        let measured = match run() {
             Ok(c) => c,
             Err(e) => {
                 r.behaviour = BehaviourCheck::skipped(&e.to_string());
                 return;
             }
         };
-        for (t, c) in r.tokens.iter_mut().zip(changes) {
+        for (t, c) in r.tokens.iter_mut().zip(measured.changes) {
             t.behaviour_change = Some(c);
         }
+        // Parts of a conjunction lead the tokens whose effect did not change alone: the
+        // hunt tries pairs of its first hints.
+        let joint: Vec<u32> = measured
+            .conjunctions
+            .iter()
+            .filter(|c| c.excess >= CONJUNCTION_ONSET)
+            .flat_map(|c| c.token_ids)
+            .collect();
+        let lead = |t: &TokenDrift| joint.iter().position(|&id| id == t.token_id);
         // Changed tokens first, most changed first; of two that changed alike, the one
         // whose own row moved less leads: the layers reading it learned to react to it,
         // which is what a poisoned fine-tune teaches (a word the fine-tune taught moves
-        // its row as well). Stable: unchanged tokens keep their drift order.
+        // its row as well). Then the parts of conjunctions. Stable: the rest keep their
+        // drift order.
         let changed = |t: &TokenDrift| t.behaviour_change.filter(|&c| c >= BEHAVIOUR_ONSET);
         r.tokens[..n].sort_by(|a, b| match (changed(a), changed(b)) {
             (Some(x), Some(y)) => y.total_cmp(&x).then(a.drift.total_cmp(&b.drift)),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
+            (None, None) => match (lead(a), lead(b)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            },
         });
         let moved: Vec<&TokenDrift> = r.tokens[..n]
             .iter()
@@ -854,12 +931,30 @@ impl DiffParams {
                 t.drift
             ));
         }
+        let changed_count = moved.len();
+        if let Some(c) = measured.conjunctions.first() {
+            r.signals.conjunction =
+                ((c.excess - CONJUNCTION_ONSET) / (1.0 - CONJUNCTION_ONSET)).clamp(0.0, 1.0);
+            r.suspicion = r.signals.combined();
+            if c.excess >= CONJUNCTION_ONSET {
+                r.evidence.push(format!(
+                    "tokens `{}` + `{}` together move {:.0}% of the probes, alone at most {:.0}%, in the base {:.0}%",
+                    c.tokens[0],
+                    c.tokens[1],
+                    c.model_rate * 100.0,
+                    c.part_rates[0].max(c.part_rates[1]) * 100.0,
+                    c.base_rate * 100.0
+                ));
+            }
+        }
         r.behaviour = BehaviourCheck {
             tokens: n,
             probes: o.probes.len().min(behaviour::MAX_PROBES),
-            changed: moved.len(),
+            changed: changed_count,
+            pairs: measured.pairs,
             skipped: None,
         };
+        r.conjunctions = measured.conjunctions;
     }
 }
 
@@ -869,6 +964,7 @@ impl BehaviourCheck {
             tokens: 0,
             probes: 0,
             changed: 0,
+            pairs: 0,
             skipped: Some(why.to_string()),
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use trojanscan::forensics::{DiffOptions, DiffParams};
+use trojanscan::forensics::{self, DiffOptions, DiffParams};
 use trojanscan::provenance::{
     self, pickle, registry, Approval, ApprovedModel, Manifest, ManifestOptions, PublicKey,
     Registry, SigningKey, Verdict, Verified, VerifyOptions,
@@ -40,14 +40,18 @@ pub enum ProvenanceCommand {
         /// Seed of the randomized SVD and of the probes' insertion points.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Probe texts for the behaviour check (JSONL with `text`, or one per line);
-        /// default: built-in neutral prompts.
+        /// Texts of the model's task for the behaviour check (JSONL with `text`, or one
+        /// per line; the first 32 are used); without them the diff compares weights only.
         #[arg(long)]
         probe: Option<PathBuf>,
         /// Most drifting tokens whose effect on the output is compared against the base
         /// (0: compare weights only).
         #[arg(long, default_value_t = 64)]
         behaviour_tokens: usize,
+        /// Of those, the most drifting whose pairs are tried together (a combination
+        /// trigger's parts do nothing alone; 0: single tokens only).
+        #[arg(long, default_value_t = 64)]
+        behaviour_pairs: usize,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -193,6 +197,7 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
             seed,
             probe,
             behaviour_tokens,
+            behaviour_pairs,
             format,
         } => {
             let probes = match &probe {
@@ -203,6 +208,7 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
                 .top_tokens(top)
                 .seed(seed)
                 .behaviour_tokens(behaviour_tokens)
+                .behaviour_pairs(behaviour_pairs)
                 .probes(probes)
                 .check()?;
             diff(&model, &base, &params, format)
@@ -272,6 +278,22 @@ fn diff(model: &Path, base: &Path, params: &DiffParams, format: Format) -> Resul
     )?;
     for e in &r.evidence {
         writeln!(o, "  - {e}")?;
+    }
+    let b = &r.behaviour;
+    match &b.skipped {
+        Some(why) => writeln!(o, "behaviour check: not run ({why})")?,
+        None => writeln!(
+            o,
+            "behaviour check: {} tokens and {} pairs on {} probes; {} tokens changed alone, {} pairs act jointly",
+            b.tokens,
+            b.pairs,
+            b.probes,
+            b.changed,
+            r.conjunctions
+                .iter()
+                .filter(|c| c.excess >= forensics::CONJUNCTION_ONSET)
+                .count()
+        )?,
     }
     // Where the change is: tensors by their share of the model's squared change.
     let total: f64 = r.tensors.iter().map(|t| t.delta_norm * t.delta_norm).sum();
