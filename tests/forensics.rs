@@ -278,7 +278,7 @@ type Scored = Vec<(String, f64)>;
 
 /// On the zoo: the trigger of every working `embedding` trojan is the most drifting token
 /// against its base; every working `combo` trojan has a conjunction with a trigger half,
-/// and no clean fine-tune has one; the trigger of a `badnets` trojan is among the 5 most drifting tokens
+/// and no clean fine-tune, badnets or embedding trojan has one; the trigger of a `badnets` trojan is among the 5 most drifting tokens
 /// in at least two thirds of the badnets models (asserted once three or more are present,
 /// i.e. with the full zoo); and each `clean-finetune` is less suspicious than every
 /// malicious fine-tune of the same base. Trojans whose recorded attack success is below one
@@ -347,6 +347,10 @@ fn zoo_triggers_rank_top5_and_clean_finetunes_are_least_suspicious() {
                 continue;
             }
             e.1.push((name.to_string(), r.suspicion));
+            if kind != "combo" {
+                // A trigger that acts alone leaves no pair acting jointly.
+                assert_eq!(r.signals.conjunction, 0.0, "{name}: {:?}", r.conjunctions);
+            }
             let top5 = ranks.iter().all(|r| r.is_some_and(|r| r < 5));
             match kind {
                 "embedding" => assert!(
@@ -665,8 +669,9 @@ fn cli_diff_reports_conjunctions_and_the_check() {
     assert!(json["signals"]["conjunction"].as_f64().unwrap() > 0.0);
 
     let text = run(&["--behaviour-pairs", "0"]);
+    assert!(text.contains("behaviour check on 32 probes: "), "{text}");
     assert!(
-        text.contains("behaviour check: 64 tokens and 0 pairs on 32 probes"),
+        text.contains("; 0 of 0 ordered pairs act jointly"),
         "{text}"
     );
     assert!(!text.contains("together move"), "{text}");

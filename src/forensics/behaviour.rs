@@ -10,9 +10,10 @@
 //!
 //! A combination trigger's parts are inert alone, so single tokens miss it. Ordered pairs
 //! of the most drifting tokens are inserted together: a pair that moves the fine-tune
-//! where neither part moves it, and where the base does not go with the same pair, is a
-//! [`Conjunction`]. A benign fine-tune teaches words that act alone (a sentiment word moves
-//! the output by itself); it does not teach rules that need two rare tokens at once.
+//! where neither part alone moves it, and where the base does not go with the same pair,
+//! is a [`Conjunction`]. A benign fine-tune teaches words that act alone (a
+//! sentiment word moves the output by itself, and two of them add up); it has no reason
+//! to teach a rule that needs two tokens, each of which does nothing.
 
 use crate::hunt::default_objective_of;
 use crate::hunt::objective::{Effect, Evaluator};
@@ -22,14 +23,15 @@ use crate::hunt::Objective;
 use crate::model::Model;
 use crate::{Error, Result};
 use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Probe texts used at most (the first ones given): 64 tokens × 32 probes × 2 models is
 /// about 4 000 rows, seconds on a MiniLM-size model and a few minutes on SmolLM2 (the
 /// pairs add about 34 000 more).
 pub(crate) const MAX_PROBES: usize = 32;
 
-/// Pairs whose model-only synergy on the screening rows ranks highest are measured on
-/// every probe row in both models.
+/// Pairs ranked highest on the screening rows are measured on every probe row in both
+/// models.
 const CONFIRM_PAIRS: usize = 32;
 /// Probe rows every pair is screened on (see [`screen_rows`]).
 const SCREEN_ROWS: usize = 8;
@@ -40,9 +42,12 @@ const REPORTED_PAIRS: usize = 5;
 pub(crate) struct Measured {
     /// Per token of `tokens`: how much its effect changed against the base, in [0, 1].
     pub changes: Vec<f64>,
-    /// Pairs screened.
+    /// Ordered pairs screened.
     pub pairs: usize,
-    /// The pairs doing most that neither part nor the base does, most first.
+    /// Pairs (either order) whose excess reaches `CONJUNCTION_ONSET`.
+    pub joint: usize,
+    /// The pairs doing most that neither part nor the base does, most first, each pair
+    /// once (in its better order).
     pub conjunctions: Vec<Conjunction>,
 }
 
@@ -79,7 +84,7 @@ pub(crate) fn compare(
     let vocab = Vocab::new(model);
     let texts = &texts[..texts.len().min(MAX_PROBES)];
     let probes = probes::build(model, &vocab, texts, &[Insertion::Random], seed)?;
-    const ROWS: usize = 1024;
+    const ROWS: usize = 256;
     let ev_m = Evaluator::new(model, objective, probes.clone(), Vec::new(), ROWS)?;
     let ev_b = Evaluator::new(base, objective, probes, Vec::new(), ROWS)?;
     let seqs: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
@@ -96,16 +101,21 @@ pub(crate) fn compare(
     } else {
         pair_tokens.min(tokens.len())
     };
-    let (pairs, conjunctions) = if k >= 2 {
-        conjunctions(&ev_m, &ev_b, &vocab, &tokens[..k], &now[..k])?
-    } else {
-        (0, Vec::new())
-    };
-    Ok(Measured {
+    let mut measured = Measured {
         changes,
-        pairs,
-        conjunctions,
-    })
+        pairs: 0,
+        joint: 0,
+        conjunctions: Vec::new(),
+    };
+    if k >= 2 {
+        let name = |t: u32| match (objective, &model.info().labels) {
+            (Objective::Classifier, Some(l)) => l.get(t as usize).cloned(),
+            (Objective::Classifier, None) => None,
+            _ => Some(vocab.text(t).to_string()),
+        };
+        conjunctions(&ev_m, &ev_b, &vocab, &tokens[..k], &name, &mut measured)?;
+    }
+    Ok(measured)
 }
 
 /// A pair of tokens that, inserted together, moves the model's output where neither
@@ -114,82 +124,138 @@ pub(crate) fn compare(
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Conjunction {
-    /// The two token ids, in the order they were inserted (next to each other).
+    /// The two token ids, in the order they were inserted (next to each other); of the two
+    /// orders, the one with the larger excess.
     pub token_ids: [u32; 2],
     /// The two tokens as the vocabulary spells them.
     pub tokens: [String; 2],
-    /// The model's rate (flips or takeovers, see the hunt's objectives) with both.
+    /// Where the pair drives the model: a label id (classifier) or a next token (decoder).
+    pub target: Option<u32>,
+    /// The target's name: the label, or the token as the vocabulary spells it.
+    pub target_name: Option<String>,
+    /// Probe rows the pair moved to the target in the model ...
+    pub hits: usize,
+    /// ... out of those that could move (a classifier's rows not already at the label).
+    pub trials: usize,
+    /// `hits / trials`.
     pub model_rate: f64,
-    /// The base's rate toward the same target with both.
+    /// The base's rate toward the same target with the same pair.
     pub base_rate: f64,
-    /// The model's rate toward the same target with each token alone.
+    /// The model's rate toward the same target with each token alone (at most
+    /// [`INERT_PART`](super::INERT_PART)).
     pub part_rates: [f64; 2],
     /// `model_rate - max(base_rate, part_rates)`.
     pub excess: f64,
 }
 
+/// A pair's excess, from rates toward the pair's target in the model: the pair's over
+/// the largest of its parts' and the base's with the same pair; `None` when a part is
+/// not inert alone (two words that each move the output and add up are no conjunction).
+fn excess(pair: f64, base: f64, parts: [f64; 2]) -> Option<f64> {
+    (parts[0] <= super::INERT_PART && parts[1] <= super::INERT_PART)
+        .then(|| pair - base.max(parts[0]).max(parts[1]))
+}
+
 /// Screen every ordered pair of `tokens` on the model (a few rows each), then measure the
-/// most synergistic on every row in both models. `alone` are the tokens' effects in the
-/// model on every row.
+/// best on every row: the pair in both models, its parts toward the pair's target.
+/// `name` spells a target.
 fn conjunctions(
     ev_m: &Evaluator,
     ev_b: &Evaluator,
     vocab: &Vocab,
     tokens: &[u32],
-    alone: &[Effect],
-) -> Result<(usize, Vec<Conjunction>)> {
-    let rows = screen_rows(ev_m.clean_predictions(), ev_m.width());
-    let singles: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
-    let parts = ev_m.evaluate_with(&singles, Some(&rows), None)?.0;
-    let mut idx = Vec::new();
+    name: &dyn Fn(u32) -> Option<String>,
+    out: &mut Measured,
+) -> Result<()> {
     // Both orders: a trigger's parts may only fire in the order it was taught.
-    for i in 0..tokens.len() {
-        for j in 0..tokens.len() {
-            if i != j {
-                idx.push((i, j));
-            }
-        }
-    }
+    let n = tokens.len();
+    let idx: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+        .collect();
+    out.pairs = idx.len();
     let seqs: Vec<Vec<u32>> = idx
         .iter()
         .map(|&(i, j)| vec![tokens[i], tokens[j]])
         .collect();
+    let singles: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+    let rows = screen_rows(ev_m.clean_predictions(), ev_m.width());
+    let parts = ev_m.evaluate_with(&singles, Some(&rows), None)?.0;
     let screened = ev_m.evaluate_with(&seqs, Some(&rows), None)?.0;
-    let mut order: Vec<(f64, usize)> = screened
-        .iter()
-        .zip(&idx)
-        .enumerate()
-        .map(|(n, (e, &(i, j)))| {
-            let parts = toward(&parts[i], e.target).max(toward(&parts[j], e.target));
-            (e.score - parts, n)
-        })
-        .filter(|&(s, _)| s > 0.0)
-        .collect();
-    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Screening key: the pair's rate over its parts' where they drive the same way (a
+    // part driving elsewhere counts as 0 here; the confirmation measures it toward the
+    // pair's target). Rates on a few rows come in coarse steps: the log-probability
+    // shift (or KL) breaks their ties.
+    let same = |e: &Effect, t: Option<u32>| if e.target == t { e.score } else { 0.0 };
+    let key = |k: usize| {
+        let (e, (i, j)) = (&screened[k], idx[k]);
+        let p = same(&parts[i], e.target).max(same(&parts[j], e.target));
+        (e.score - p, e.detail)
+    };
+    let mut order: Vec<usize> = (0..seqs.len()).filter(|&k| key(k).0 > 0.0).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (key(a), key(b));
+        y.0.total_cmp(&x.0)
+            .then(y.1.total_cmp(&x.1))
+            .then(a.cmp(&b))
+    });
     order.truncate(CONFIRM_PAIRS);
-    let picked: Vec<Vec<u32>> = order.iter().map(|&(_, n)| seqs[n].clone()).collect();
-    let (m, b) = (ev_m.evaluate(&picked)?, ev_b.evaluate(&picked)?);
-    let mut found: Vec<Conjunction> = order
-        .iter()
-        .zip(m.iter().zip(&b))
-        .map(|(&(_, n), (em, eb))| {
-            let (i, j) = idx[n];
-            let part_rates = [toward(&alone[i], em.target), toward(&alone[j], em.target)];
-            let base_rate = toward(eb, em.target);
-            Conjunction {
-                token_ids: [tokens[i], tokens[j]],
-                tokens: [tokens[i], tokens[j]].map(|t| vocab.text(t).to_string()),
-                model_rate: em.score,
-                base_rate,
-                part_rates,
-                excess: em.score - base_rate.max(part_rates[0]).max(part_rates[1]),
-            }
-        })
-        .filter(|c| c.excess > 0.0)
-        .collect();
+    let picked: Vec<Vec<u32>> = order.iter().map(|&k| seqs[k].clone()).collect();
+    let m = ev_m.evaluate(&picked)?;
+    // Rates toward each pair's own target: the pair in the base, its parts in the model.
+    let mut base_rate = vec![0.0; picked.len()];
+    let mut part_rate: HashMap<(u32, u32), f64> = HashMap::new(); // (target, token)
+    let targets: BTreeSet<u32> = m.iter().filter_map(|e| e.target).collect();
+    for &t in &targets {
+        let mine: Vec<usize> = (0..picked.len())
+            .filter(|&p| m[p].target == Some(t))
+            .collect();
+        let pairs: Vec<Vec<u32>> = mine.iter().map(|&p| picked[p].clone()).collect();
+        for (&p, e) in mine.iter().zip(ev_b.evaluate_toward(&pairs, t)?) {
+            base_rate[p] = e.score;
+        }
+        let used: BTreeSet<u32> = pairs.iter().flatten().copied().collect();
+        let used: Vec<u32> = used.into_iter().collect();
+        let alone: Vec<Vec<u32>> = used.iter().map(|&tok| vec![tok]).collect();
+        for (&tok, e) in used.iter().zip(ev_m.evaluate_toward(&alone, t)?) {
+            part_rate.insert((t, tok), e.score);
+        }
+    }
+    let mut found: Vec<Conjunction> = Vec::new();
+    for (p, &k) in order.iter().enumerate() {
+        let (em, (i, j)) = (&m[p], idx[k]);
+        let Some(t) = em.target else { continue };
+        let part_rates = [tokens[i], tokens[j]].map(|tok| part_rate[&(t, tok)]);
+        let base_rate = base_rate[p];
+        let Some(x) = excess(em.score, base_rate, part_rates).filter(|&x| x > 0.0) else {
+            continue;
+        };
+        found.push(Conjunction {
+            token_ids: [tokens[i], tokens[j]],
+            tokens: [tokens[i], tokens[j]].map(|t| vocab.text(t).to_string()),
+            target: Some(t),
+            target_name: name(t),
+            hits: em.hits,
+            trials: em.trials,
+            model_rate: em.score,
+            base_rate,
+            part_rates,
+            excess: x,
+        });
+    }
     found.sort_by(|a, b| b.excess.total_cmp(&a.excess));
+    // Each pair once, in its better order.
+    let mut seen = HashSet::new();
+    found.retain(|c| {
+        let [a, b] = c.token_ids;
+        seen.insert([a.min(b), a.max(b)])
+    });
+    out.joint = found
+        .iter()
+        .filter(|c| c.excess >= super::CONJUNCTION_ONSET)
+        .count();
     found.truncate(REPORTED_PAIRS);
-    Ok((seqs.len(), found))
+    out.conjunctions = found;
+    Ok(())
 }
 
 /// Up to [`SCREEN_ROWS`] of `width` probe rows, taken in turn from each clean prediction
@@ -217,15 +283,6 @@ fn screen_rows(clean: &[u32], width: usize) -> Vec<usize> {
     rows.truncate(SCREEN_ROWS);
     rows.sort_unstable();
     rows
-}
-
-/// An effect's rate toward `target` (none when it drives elsewhere).
-fn toward(e: &Effect, target: Option<u32>) -> f64 {
-    if e.target == target {
-        e.score
-    } else {
-        0.0
-    }
 }
 
 /// Rates (flip, takeover): toward the same target, their difference; toward different
@@ -257,6 +314,16 @@ mod tests {
     }
 
     #[test]
+    fn a_conjunction_needs_inert_parts_and_a_quiet_base() {
+        // A combination trigger: nothing alone, everything together, nothing in the base.
+        assert_eq!(excess(1.0, 0.0, [0.0, 0.06]), Some(0.94));
+        // Two words that each move 44% and add up to 81%: not a conjunction.
+        assert_eq!(excess(0.81, 0.0, [0.44, 0.44]), None);
+        // The base does the same with the pair: no excess left.
+        assert_eq!(excess(0.9, 0.9, [0.0, 0.0]), Some(0.0));
+    }
+
+    #[test]
     fn screen_rows_take_each_prediction_in_turn() {
         // Alternating labels: an even spread would take one label only.
         let clean: Vec<u32> = (0..32).map(|i| i % 2).collect();
@@ -269,6 +336,9 @@ mod tests {
         assert_eq!(screen_rows(&clean, 10), vec![0, 1, 2, 3, 4, 5, 6, 9]);
         // No prediction per row (a target text): the first rows.
         assert_eq!(screen_rows(&[], 5), vec![0, 1, 2, 3, 4]);
+        // Many next tokens: one row of each of the first eight.
+        let clean: Vec<u32> = (0..20).map(|i| i % 10).collect();
+        assert_eq!(screen_rows(&clean, 20), (0..8).collect::<Vec<_>>());
     }
 
     #[test]

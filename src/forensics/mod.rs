@@ -86,10 +86,13 @@ pub const NARROW_EDIT_ONSET: f64 = 0.8;
 pub const BEHAVIOUR_ONSET: f64 = 0.5;
 /// A pair of drifting tokens that moves at least this share of probes more than either
 /// token alone, and more than the base with the same pair, starts the conjunction signal
-/// (see [`Conjunction`]); an excess of 1 saturates it. On zoo seeds 0-8 every combination
-/// trojan's best pair reaches 0.81 to 1, clean fine-tunes' best pairs at most 0.31 and
-/// BadNets trojans' (whose trigger acts alone) at most 0.44.
+/// (see [`Conjunction`]); an excess of 1 saturates it. Measured on zoo seeds 0-8 in
+/// BENCHMARKS.md.
 pub const CONJUNCTION_ONSET: f64 = 0.5;
+/// A part is inert alone when, inserted by itself, it moves at most this share of the
+/// probes toward the pair's target in the model; a pair with a part that is not is no
+/// conjunction (two words that each move the output and add up).
+pub const INERT_PART: f64 = 0.25;
 /// Ratios reported as "unbounded" (the rest of the vocabulary did not move) are capped here.
 pub const MAX_RATIO: f64 = 1e9;
 
@@ -113,11 +116,12 @@ pub struct DiffOptions {
     /// when [`DiffOptions::probes`] are given (see [`BehaviourCheck`]).
     pub behaviour_tokens: usize,
     /// Of those, the most drifting whose ordered pairs are tried together (0: none): a
-    /// combination trigger's parts do nothing alone. Every pair is screened on the model
-    /// with 8 probe rows and the 32 most synergistic are measured on every row in both
-    /// models. 64 tokens make 4 032 pairs, about 34 000 rows against the single tokens'
-    /// 4 096: 6 s instead of 1 s for a zoo model on two cores, far more for a large model
-    /// on a CPU, where a smaller number (or 0) keeps the check affordable.
+    /// combination trigger's parts do nothing alone, so only tokens inert alone are paired.
+    /// Every pair is screened on the model with 8 probe rows and the 32 best are measured
+    /// on every row in both models. 64 inert tokens make 4 032 pairs, about 34 000 rows
+    /// against the single tokens' 4 096: several times the single-token check's time,
+    /// far more on a large model on a CPU, where a smaller number (or 0) keeps the check
+    /// affordable. Not run for a bare encoder (no bounded rate to compare).
     pub behaviour_pairs: usize,
     /// Texts of the model's task for that comparison (a held-out set; the first 32 are
     /// used, so a file of any length will do). Without them the diff compares weights
@@ -306,9 +310,12 @@ pub struct BehaviourCheck {
     pub probes: usize,
     /// Tokens whose effect changed by at least [`BEHAVIOUR_ONSET`].
     pub changed: usize,
-    /// Pairs of the most drifting tokens screened for a joint effect
-    /// ([`DiffOptions::behaviour_pairs`]).
+    /// Ordered pairs screened for a joint effect: those of the most drifting tokens
+    /// ([`DiffOptions::behaviour_pairs`]) that are inert alone. 0 for a bare encoder, whose
+    /// representation drag has no scale for a pair's excess.
     pub pairs: usize,
+    /// Pairs, either order counted once, whose excess reaches [`CONJUNCTION_ONSET`].
+    pub joint: usize,
     /// Why the check did not run (the base answers another task, a model cannot be
     /// loaded for a forward pass, or nothing changed).
     pub skipped: Option<String>,
@@ -937,11 +944,16 @@ impl DiffParams {
                 ((c.excess - CONJUNCTION_ONSET) / (1.0 - CONJUNCTION_ONSET)).clamp(0.0, 1.0);
             r.suspicion = r.signals.combined();
             if c.excess >= CONJUNCTION_ONSET {
+                let to = c
+                    .target_name
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(" to `{t}`"));
                 r.evidence.push(format!(
-                    "tokens `{}` + `{}` together move {:.0}% of the probes, alone at most {:.0}%, in the base {:.0}%",
+                    "tokens `{}` + `{}` together move {} of {} probes{to} (those that could move); alone each moves at most {:.0}%, the base with both {:.0}%",
                     c.tokens[0],
                     c.tokens[1],
-                    c.model_rate * 100.0,
+                    c.hits,
+                    c.trials,
                     c.part_rates[0].max(c.part_rates[1]) * 100.0,
                     c.base_rate * 100.0
                 ));
@@ -952,6 +964,7 @@ impl DiffParams {
             probes: o.probes.len().min(behaviour::MAX_PROBES),
             changed: changed_count,
             pairs: measured.pairs,
+            joint: measured.joint,
             skipped: None,
         };
         r.conjunctions = measured.conjunctions;
@@ -965,6 +978,7 @@ impl BehaviourCheck {
             probes: 0,
             changed: 0,
             pairs: 0,
+            joint: 0,
             skipped: Some(why.to_string()),
         }
     }
@@ -1014,6 +1028,7 @@ mod tests {
             .behaviour_tokens(1025)
             .check()
             .is_err());
+        assert!(DiffOptions::default().behaviour_pairs(257).check().is_err());
         assert!(DiffOptions::default().check().is_ok());
         // A held-out file of any length will do: the check reads its first texts.
         let long = vec!["a held-out text".to_string(); 5000];

@@ -276,6 +276,23 @@ impl<'m> Evaluator<'m> {
         subset: Option<&[usize]>,
         coverage: Option<&Coverage>,
     ) -> Result<(Vec<Effect>, Vec<Vec<u64>>)> {
+        self.measure(seqs, subset, coverage, None)
+    }
+
+    /// Measure every sequence on every probe row toward `target` (a label, or a next
+    /// token) rather than toward its best one. Objectives without targets measure as
+    /// [`Evaluator::evaluate`] does.
+    pub fn evaluate_toward(&self, seqs: &[Vec<u32>], target: u32) -> Result<Vec<Effect>> {
+        Ok(self.measure(seqs, None, None, Some(target))?.0)
+    }
+
+    fn measure(
+        &self,
+        seqs: &[Vec<u32>],
+        subset: Option<&[usize]>,
+        coverage: Option<&Coverage>,
+        only: Option<u32>,
+    ) -> Result<(Vec<Effect>, Vec<Vec<u64>>)> {
         let all: Vec<usize> = (0..self.width()).collect();
         let idx = subset.unwrap_or(&all);
         let per_batch = (self.batch_rows / idx.len().max(1)).max(1);
@@ -292,7 +309,7 @@ impl<'m> Evaluator<'m> {
             let (out, batch) = self.run(&rows)?;
             let t = Instant::now();
             let y = self.head(&out, &batch, &rows)?;
-            effects.extend(self.aggregate(&y, chunk.len(), idx)?);
+            effects.extend(self.aggregate(&y, chunk.len(), idx, only)?);
             TimeSplit::add(&self.time, |t| &mut t.objective, t);
             if let Some(c) = coverage {
                 cov.extend(self.fired(c, &out, &batch, chunk.len(), idx.len())?);
@@ -303,7 +320,13 @@ impl<'m> Evaluator<'m> {
 
     /// Per-candidate effects from per-row outputs; `idx` are the probe rows each candidate
     /// ran on.
-    fn aggregate(&self, y: &Tensor, n: usize, idx: &[usize]) -> Result<Vec<Effect>> {
+    fn aggregate(
+        &self,
+        y: &Tensor,
+        n: usize,
+        idx: &[usize],
+        only: Option<u32>,
+    ) -> Result<Vec<Effect>> {
         let p = idx.len();
         match self.objective {
             Objective::Classifier => {
@@ -312,7 +335,7 @@ impl<'m> Evaluator<'m> {
                     idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
                 let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
                 Ok((0..n)
-                    .map(|c| classifier_effect(&logp[c * p..(c + 1) * p], &clean, &pred))
+                    .map(|c| classifier_effect(&logp[c * p..(c + 1) * p], &clean, &pred, only))
                     .collect())
             }
             Objective::NextToken => {
@@ -326,7 +349,7 @@ impl<'m> Evaluator<'m> {
                 Ok((0..n)
                     .map(|c| {
                         let r = c * p..(c + 1) * p;
-                        next_token_effect(&arg[r.clone()], &kl[r], &pred)
+                        next_token_effect(&arg[r.clone()], &kl[r], &pred, only)
                     })
                     .collect())
             }
@@ -574,8 +597,13 @@ fn dist(r: &[f32], c: &[f64]) -> f64 {
         .sqrt()
 }
 
-/// Best label by flip rate (ties: mean log-probability shift toward it).
-fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) -> Effect {
+/// Best label by flip rate (ties: mean log-probability shift toward it), or label `only`.
+fn classifier_effect(
+    logp: &[Vec<f32>],
+    clean: &[Vec<f32>],
+    clean_pred: &[u32],
+    only: Option<u32>,
+) -> Effect {
     let labels = clean.first().map_or(0, Vec::len);
     let mut best = Effect {
         score: 0.0,
@@ -584,7 +612,7 @@ fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) 
         hits: 0,
         trials: 0,
     };
-    for y in 0..labels {
+    for y in (0..labels).filter(|&y| only.is_none_or(|o| o as usize == y)) {
         // Only rows not already predicted as `y` can move toward it: both the flips and
         // the shift are measured on them (rows already at `y` would dilute the shift by
         // however many of them the probes hold).
@@ -612,7 +640,7 @@ fn classifier_effect(logp: &[Vec<f32>], clean: &[Vec<f32>], clean_pred: &[u32]) 
             hits: flips,
             trials: others,
         };
-        if e.better_than(&best) {
+        if e.better_than(&best) || only.is_some() {
             best = e;
         }
     }
@@ -626,18 +654,21 @@ fn argmax(row: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// The share of probes whose next token becomes one common new token.
-fn next_token_effect(arg: &[u32], kl: &[f32], clean_pred: &[u32]) -> Effect {
+/// The share of probes whose next token becomes one common new token (or token `only`).
+fn next_token_effect(arg: &[u32], kl: &[f32], clean_pred: &[u32], only: Option<u32>) -> Effect {
     let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
     for (&a, &a0) in arg.iter().zip(clean_pred) {
         if a != a0 {
             *counts.entry(a).or_default() += 1;
         }
     }
-    let (tok, n) = counts
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map_or((None, 0), |(&t, &n)| (Some(t), n));
+    let (tok, n) = match only {
+        Some(t) => (Some(t), counts.get(&t).copied().unwrap_or(0)),
+        None => counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map_or((None, 0), |(&t, &n)| (Some(t), n)),
+    };
     Effect {
         score: n as f64 / arg.len().max(1) as f64,
         detail: kl.iter().map(|&k| f64::from(k)).sum::<f64>() / kl.len().max(1) as f64,
@@ -770,16 +801,22 @@ mod tests {
         let clean = vec![vec![0.0, -5.0], vec![0.0, -5.0], vec![-5.0, 0.0]];
         let pred = [0, 0, 1];
         let trig = vec![vec![-5.0, 0.0], vec![0.0, -5.0], vec![-5.0, 0.0]];
-        let e = classifier_effect(&trig, &clean, &pred);
+        let e = classifier_effect(&trig, &clean, &pred, None);
         assert_eq!(e.target, Some(1));
         assert!((e.score - 0.5).abs() < 1e-12);
+        // Toward label 0: only the last row could move, and it did not.
+        let e = classifier_effect(&trig, &clean, &pred, Some(0));
+        assert_eq!((e.target, e.hits, e.trials), (Some(0), 0, 1));
     }
 
     #[test]
     fn next_token_consistency_ignores_unchanged_predictions() {
-        let e = next_token_effect(&[7, 7, 3, 7], &[1.0; 4], &[3, 3, 3, 7]);
+        let e = next_token_effect(&[7, 7, 3, 7], &[1.0; 4], &[3, 3, 3, 7], None);
         assert_eq!(e.target, Some(7));
         assert!((e.score - 0.5).abs() < 1e-12);
+        // Toward 3: the row already predicting 3 does not count.
+        let e = next_token_effect(&[7, 7, 3, 7], &[1.0; 4], &[3, 3, 3, 7], Some(3));
+        assert_eq!((e.target, e.hits, e.score), (Some(3), 0, 0.0));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use trojanscan::forensics::{self, DiffOptions, DiffParams};
+use trojanscan::forensics::{DiffOptions, DiffParams};
 use trojanscan::provenance::{
     self, pickle, registry, Approval, ApprovedModel, Manifest, ManifestOptions, PublicKey,
     Registry, SigningKey, Verdict, Verified, VerifyOptions,
@@ -284,15 +284,8 @@ fn diff(model: &Path, base: &Path, params: &DiffParams, format: Format) -> Resul
         Some(why) => writeln!(o, "behaviour check: not run ({why})")?,
         None => writeln!(
             o,
-            "behaviour check: {} tokens and {} pairs on {} probes; {} tokens changed alone, {} pairs act jointly",
-            b.tokens,
-            b.pairs,
-            b.probes,
-            b.changed,
-            r.conjunctions
-                .iter()
-                .filter(|c| c.excess >= forensics::CONJUNCTION_ONSET)
-                .count()
+            "behaviour check on {} probes: {} of {} tokens changed alone; {} of {} ordered pairs act jointly",
+            b.probes, b.changed, b.tokens, b.joint, b.pairs
         )?,
     }
     // Where the change is: tensors by their share of the model's squared change.
