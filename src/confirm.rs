@@ -264,7 +264,9 @@ fn cluster(clean: &Tensor, carrying: &Tensor, components: usize, seed: u64) -> R
         .count();
     let purity = agree.max(2 * n - agree) as f64 / (2 * n) as f64;
     let separation = ((2.0 * purity - 1.0) * sil.max(0.0)).clamp(0.0, 1.0);
-    let xy: Vec<Vec<f32>> = z.narrow(1, 0, 2)?.to_vec2()?;
+    // A fine-tuned classifier's last states can collapse onto fewer axes than asked (the
+    // PCA keeps only directions with variance): a missing second axis plots as 0.
+    let xy: Vec<Vec<f32>> = z.narrow(1, 0, z.dim(1)?.min(2))?.to_vec2()?;
     Ok(Clustering {
         token_ids: Vec::new(),
         text: String::new(),
@@ -275,6 +277,36 @@ fn cluster(clean: &Tensor, carrying: &Tensor, components: usize, seed: u64) -> R
         carrying: carrying_in,
         z: 0.0,
         suspicion: 0.0,
-        projection: xy.into_iter().map(|r| [r[0], r[1]]).collect(),
+        projection: xy
+            .into_iter()
+            .map(|r| [r[0], r.get(1).copied().unwrap_or(0.0)])
+            .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A fine-tuned classifier's last states can lie on one line: PCA keeps a single axis,
+    /// and the split and its plot must still come out (the second coordinate reads 0).
+    #[test]
+    fn states_on_one_axis_still_cluster() {
+        let d = 16;
+        let dir: Vec<f32> = (0..d).map(|j| 1.0 + j as f32 * 0.1).collect();
+        let rows = |from: usize| -> Tensor {
+            let v: Vec<f32> = (from..from + 8)
+                .flat_map(|i| dir.iter().map(move |x| x * i as f32))
+                .collect();
+            Tensor::from_vec(v, (8, d), &Device::Cpu).unwrap()
+        };
+        let c = cluster(&rows(0), &rows(40), 10, 0).unwrap();
+        assert_eq!(c.projection.len(), 16);
+        assert!(c
+            .projection
+            .iter()
+            .all(|p| p[1] == 0.0 || p[1].abs() < 1e-3));
+        assert!(c.purity > 0.99, "{}", c.purity);
+    }
 }
