@@ -676,3 +676,47 @@ fn cli_diff_reports_conjunctions_and_the_check() {
     );
     assert!(!text.contains("together move"), "{text}");
 }
+
+/// A classifier fine-tuned from a bare encoder keeps the encoder under `bert.` and adds a
+/// head: the diff sets the wrapper aside, compares every encoder tensor, reports the head
+/// as new, and (with task texts, the base having no verdict to compare) still lifts the
+/// trigger into the top 5.
+#[test]
+fn diff_aligns_a_classifier_with_the_bare_encoder_it_came_from() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let model = zoo.join("badnets-s0");
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("encoder");
+    copy_dir(&zoo.join("clean-base-s0"), &bare);
+    let t: HashMap<String, Tensor> = load(&bare)
+        .into_iter()
+        .filter_map(|(n, t)| n.strip_prefix("bert.").map(|s| (s.to_string(), t)))
+        .collect();
+    assert!(t.len() > 10);
+    save(&bare, &t);
+    let mut cfg = read_json(&bare.join("config.json"));
+    let o = cfg.as_object_mut().unwrap();
+    o.insert("architectures".into(), serde_json::json!(["BertModel"]));
+    o.remove("id2label");
+    o.remove("label2id");
+    std::fs::write(bare.join("config.json"), cfg.to_string()).unwrap();
+
+    let probes = read_texts(model.join("heldout.jsonl")).unwrap();
+    let r = DiffOptions::default()
+        .top_tokens(64)
+        .probes(probes)
+        .behaviour_pairs(0)
+        .check()
+        .unwrap()
+        .diff(&model, &bare)
+        .unwrap();
+    assert_eq!(r.tensors.len(), t.len(), "every encoder tensor compared");
+    assert!(r.tensors.iter().all(|d| d.name.starts_with("bert.")));
+    for head in ["classifier.weight", "classifier.bias"] {
+        let u = r.unmatched.iter().find(|u| u.name == head).unwrap();
+        assert!(u.model_shape.is_some() && u.base_shape.is_none(), "{u:?}");
+    }
+    assert!(r.behaviour.skipped.is_none(), "{:?}", r.behaviour);
+    let rank = r.tokens.iter().position(|t| t.token == "cf").unwrap();
+    assert!(rank < 5, "cf ranks {rank}: {:?}", &r.tokens[..5]);
+}

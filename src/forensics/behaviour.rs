@@ -64,8 +64,15 @@ pub(crate) fn compare(
     pair_tokens: usize,
 ) -> Result<Measured> {
     let objective = default_objective_of(model, false);
-    if default_objective_of(base, false) != objective
-        || model.info().labels.as_ref().map(Vec::len) != base.info().labels.as_ref().map(Vec::len)
+    // A classifier fine-tuned from a bare encoder: the base has no verdict to compare, so
+    // every effect a token has on the model is new (its change is its effect).
+    let bare = objective == Objective::Classifier
+        && base.info().labels.is_none()
+        && base.info().family == model.info().family;
+    if !bare
+        && (default_objective_of(base, false) != objective
+            || model.info().labels.as_ref().map(Vec::len)
+                != base.info().labels.as_ref().map(Vec::len))
     {
         return Err(Error::InvalidArgument(
             "the base answers a different task (head or family differs)".into(),
@@ -86,10 +93,17 @@ pub(crate) fn compare(
     let probes = probes::build(model, &vocab, texts, &[Insertion::Random], seed)?;
     const ROWS: usize = 256;
     let ev_m = Evaluator::new(model, objective, probes.clone(), Vec::new(), ROWS)?;
-    let ev_b = Evaluator::new(base, objective, probes, Vec::new(), ROWS)?;
+    let ev_b = if bare {
+        None
+    } else {
+        Some(Evaluator::new(base, objective, probes, Vec::new(), ROWS)?)
+    };
     let seqs: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
     let now = ev_m.evaluate(&seqs)?;
-    let before = ev_b.evaluate(&seqs)?;
+    let before = match &ev_b {
+        Some(ev) => ev.evaluate(&seqs)?,
+        None => now.iter().map(|_| Effect::none()).collect(),
+    };
     let changes = now
         .iter()
         .zip(&before)
@@ -113,7 +127,14 @@ pub(crate) fn compare(
             (Objective::Classifier, None) => None,
             _ => Some(vocab.text(t).to_string()),
         };
-        conjunctions(&ev_m, &ev_b, &vocab, &tokens[..k], &name, &mut measured)?;
+        conjunctions(
+            &ev_m,
+            ev_b.as_ref(),
+            &vocab,
+            &tokens[..k],
+            &name,
+            &mut measured,
+        )?;
     }
     Ok(measured)
 }
@@ -161,7 +182,7 @@ fn excess(pair: f64, base: f64, parts: [f64; 2]) -> Option<f64> {
 /// `name` spells a target.
 fn conjunctions(
     ev_m: &Evaluator,
-    ev_b: &Evaluator,
+    ev_b: Option<&Evaluator>,
     vocab: &Vocab,
     tokens: &[u32],
     name: &dyn Fn(u32) -> Option<String>,
@@ -210,8 +231,10 @@ fn conjunctions(
             .filter(|&p| m[p].target == Some(t))
             .collect();
         let pairs: Vec<Vec<u32>> = mine.iter().map(|&p| picked[p].clone()).collect();
-        for (&p, e) in mine.iter().zip(ev_b.evaluate_toward(&pairs, t)?) {
-            base_rate[p] = e.score;
+        if let Some(ev_b) = ev_b {
+            for (&p, e) in mine.iter().zip(ev_b.evaluate_toward(&pairs, t)?) {
+                base_rate[p] = e.score;
+            }
         }
         let used: BTreeSet<u32> = pairs.iter().flatten().copied().collect();
         let used: Vec<u32> = used.into_iter().collect();

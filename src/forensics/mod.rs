@@ -40,7 +40,7 @@
 //! # Ok::<(), trojanscan::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -464,6 +464,45 @@ fn open_side(path: &Path, limits: &GgufLimits) -> Result<Side> {
     }
 }
 
+/// Wrappers a task model puts around the encoder it fine-tuned (`BertForSequenceClassification`
+/// keeps the encoder under `bert.`, a causal LM under `model.`).
+const HEAD_WRAPPERS: [&str; 6] = [
+    "bert.",
+    "roberta.",
+    "model.",
+    "transformer.",
+    "encoder.",
+    "base_model.",
+];
+
+/// The wrapper prefix to set aside on each side so the two name sets meet: the choice that
+/// pairs the most tensors of the same shape (none, when the names already agree).
+fn head_prefixes(
+    m: &BTreeMap<String, (Vec<usize>, bool)>,
+    b: &BTreeMap<String, (Vec<usize>, bool)>,
+) -> (Option<String>, Option<String>) {
+    let matches = |mp: Option<&str>, bp: Option<&str>| -> usize {
+        let strip = |n: &str, p: Option<&str>| -> String {
+            p.and_then(|p| n.strip_prefix(p)).unwrap_or(n).to_string()
+        };
+        let base: BTreeMap<String, &Vec<usize>> =
+            b.iter().map(|(n, s)| (strip(n, bp), &s.0)).collect();
+        m.iter()
+            .filter(|(n, s)| base.get(&strip(n, mp)).is_some_and(|bs| **bs == s.0))
+            .count()
+    };
+    let mut best = (matches(None, None), None, None);
+    for w in HEAD_WRAPPERS {
+        for (mp, bp) in [(Some(w), None), (None, Some(w))] {
+            let n = matches(mp, bp);
+            if n > best.0 {
+                best = (n, mp.map(str::to_string), bp.map(str::to_string));
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
 /// Transformer block of a tensor name (`layers.N.`, `layer.N.`, `blk.N.`, `h.N.`).
 fn layer_of(name: &str) -> Option<usize> {
     let parts: Vec<&str> = name.split('.').collect();
@@ -565,22 +604,37 @@ impl DiffParams {
         let o = &self.0;
         let m = open_side(model, &o.gguf_limits)?;
         let b = open_side(base, &o.gguf_limits)?;
-        let names: BTreeSet<&String> = m.tensors.keys().chain(b.tensors.keys()).collect();
+        let (mp, bp) = head_prefixes(&m.tensors, &b.tensors);
+        // Names on a common footing: a task head's wrapper (`bert.` of a fine-tuned
+        // classifier against the bare encoder it came from) is set aside on its side.
+        let key = |name: &str, prefix: &Option<String>| -> String {
+            match prefix {
+                Some(p) => name.strip_prefix(p.as_str()).unwrap_or(name).to_string(),
+                None => name.to_string(),
+            }
+        };
+        let mut joined: BTreeMap<String, (Option<&String>, Option<&String>)> = BTreeMap::new();
+        for name in m.tensors.keys() {
+            joined.entry(key(name, &mp)).or_default().0 = Some(name);
+        }
+        for name in b.tensors.keys() {
+            joined.entry(key(name, &bp)).or_default().1 = Some(name);
+        }
         let mut tensors = Vec::new();
         let mut unmatched = Vec::new();
         let mut rows: Vec<RowStats> = Vec::new();
-        let mut pairs: Vec<(&String, &Vec<usize>)> = Vec::new();
-        for name in names {
-            let (ms, bs) = (m.tensors.get(name), b.tensors.get(name));
-            match (ms, bs) {
-                (Some(x), Some(y)) if x.0 == y.0 => {
+        let mut pairs: Vec<(&String, &String, &Vec<usize>)> = Vec::new();
+        for (mn, bn) in joined.into_values() {
+            let (ms, bs) = (mn.map(|n| &m.tensors[n]), bn.map(|n| &b.tensors[n]));
+            match (mn, bn, ms, bs) {
+                (Some(mn), Some(bn), Some(x), Some(y)) if x.0 == y.0 => {
                     // Integer buffers (position ids) are not weights.
                     if x.1 && y.1 {
-                        pairs.push((name, &x.0));
+                        pairs.push((mn, bn, &x.0));
                     }
                 }
                 _ => unmatched.push(UnmatchedTensor {
-                    name: name.clone(),
+                    name: mn.or(bn).cloned().unwrap_or_default(),
                     model_shape: ms.map(|x| x.0.clone()),
                     base_shape: bs.map(|x| x.0.clone()),
                 }),
@@ -590,7 +644,7 @@ impl DiffParams {
         let (ms, bs) = (&*m.store, &*b.store);
         let results = pairs
             .par_iter()
-            .map(|&(name, shape)| self.compare_pair(ms, bs, name, shape))
+            .map(|&(mn, bn, shape)| self.compare_pair(ms, bs, (mn, bn), shape))
             .collect::<Result<Vec<_>>>()?;
         for (delta, row) in results {
             tensors.push(delta);
@@ -614,13 +668,13 @@ impl DiffParams {
         &self,
         ms: &dyn TensorStore,
         bs: &dyn TensorStore,
-        name: &str,
+        (name, base_name): (&str, &str),
         shape: &[usize],
     ) -> Result<(TensorDelta, Option<RowStats>)> {
         let o = &self.0;
         let cpu = Device::Cpu;
         let a = ms.load(name, DType::F32, &cpu)?;
-        let w = bs.load(name, DType::F32, &cpu)?;
+        let w = bs.load(base_name, DType::F32, &cpu)?;
         let sums = row_sums(&a, &w)?;
         let delta2: f64 = sums.iter().map(|r| r[0]).sum();
         let base2: f64 = sums.iter().map(|r| r[1]).sum();

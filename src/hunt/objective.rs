@@ -53,6 +53,17 @@ pub(crate) struct Effect {
 }
 
 impl Effect {
+    /// No effect: what a model without the task's head does toward any label.
+    pub fn none() -> Self {
+        Self {
+            score: 0.0,
+            detail: 0.0,
+            target: None,
+            hits: 0,
+            trials: 0,
+        }
+    }
+
     /// Ordering key: higher is more suspicious.
     pub fn key(&self) -> (f64, f64) {
         (self.score, self.detail)
@@ -284,6 +295,17 @@ impl<'m> Evaluator<'m> {
     /// [`Evaluator::evaluate`] does.
     pub fn evaluate_toward(&self, seqs: &[Vec<u32>], target: u32) -> Result<Vec<Effect>> {
         Ok(self.measure(seqs, None, None, Some(target))?.0)
+    }
+
+    /// Measure every sequence on the probe rows `rows`, toward `target` when given (as
+    /// [`Evaluator::evaluate_toward`]) or toward its best one.
+    pub fn evaluate_on(
+        &self,
+        seqs: &[Vec<u32>],
+        rows: &[usize],
+        target: Option<u32>,
+    ) -> Result<Vec<Effect>> {
+        Ok(self.measure(seqs, Some(rows), None, target)?.0)
     }
 
     fn measure(
