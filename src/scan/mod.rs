@@ -413,7 +413,12 @@ impl Scanner {
             (Some(base), true) => {
                 let t = Instant::now();
                 progress.begin("forensics", None);
-                let params = DiffOptions::default().check()?;
+                // The task's texts reach the behaviour check and its conjunctions.
+                let mut opts = DiffOptions::default();
+                if let Some(texts) = &self.hunt.params().probes {
+                    opts = opts.probes(texts.clone());
+                }
+                let params = opts.check()?;
                 let d = params.diff(path, base)?;
                 progress.finish();
                 timed("forensics", t);
