@@ -127,3 +127,153 @@ pub(crate) fn build(
     }
     Ok(out)
 }
+
+/// How probes were chosen, for the report.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Selection {
+    /// The chosen texts, in the order they are used.
+    pub texts: Vec<String>,
+    /// Per chosen text, the classifier's prediction (empty for other models).
+    pub labels: Vec<u32>,
+    /// Predicted classes with no text among the candidates.
+    pub missing: Vec<u32>,
+}
+
+/// Choose at most `max` of `texts` as a classifier's probes, predicted classes taking turns:
+/// a trigger toward a label can only show on rows not already predicted as it, and a file
+/// of task texts is often sorted by label, so its first `max` may hold one class only.
+/// With `by_confidence`, each class's texts go most confident first (a built-in corpus:
+/// texts the model is sure of are in its domain); otherwise in the order given. Models
+/// without a classification head take the first `max`.
+pub(crate) fn select(
+    model: &Model,
+    texts: &[String],
+    max: usize,
+    by_confidence: bool,
+) -> Result<Selection> {
+    let classes = model.info().labels.as_ref().map_or(0, Vec::len);
+    if classes == 0 || model.info().family == Family::Llama {
+        return Ok(Selection {
+            texts: texts.iter().take(max).cloned().collect(),
+            labels: Vec::new(),
+            missing: Vec::new(),
+        });
+    }
+    let mut predicted: Vec<(u32, f32)> = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        let rows = chunk
+            .iter()
+            .map(|t| model.tokenize(t))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = crate::model::Batch::from_ids(
+            &rows,
+            model.pad_id(),
+            crate::model::PaddingSide::Right,
+            model.device(),
+        )?;
+        let logits = model
+            .forward_with_states(&batch)?
+            .logits
+            .ok_or_else(|| Error::InvalidArgument("a classifier returned no logits".into()))?;
+        let p: Vec<Vec<f32>> =
+            candle_nn::ops::softmax_last_dim(&logits.to_dtype(candle_core::DType::F32)?)?
+                .to_vec2()?;
+        for row in p {
+            let (label, prob) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            predicted.push((label as u32, prob));
+        }
+    }
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &(label, _)) in predicted.iter().enumerate() {
+        if let Some(c) = by_class.get_mut(label as usize) {
+            c.push(i);
+        }
+    }
+    if by_confidence {
+        for c in &mut by_class {
+            c.sort_by(|&a, &b| predicted[b].1.total_cmp(&predicted[a].1).then(a.cmp(&b)));
+        }
+    }
+    let mut out = Selection {
+        texts: Vec::new(),
+        labels: Vec::new(),
+        missing: (0..classes as u32)
+            .filter(|&c| by_class[c as usize].is_empty())
+            .collect(),
+    };
+    for round in 0.. {
+        let before = out.texts.len();
+        for (label, c) in by_class.iter().enumerate() {
+            if let Some(&i) = c.get(round) {
+                if out.texts.len() < max {
+                    out.texts.push(texts[i].clone());
+                    out.labels.push(label as u32);
+                }
+            }
+        }
+        if out.texts.len() == before || out.texts.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LoadOptions;
+
+    fn zoo(name: &str) -> Model {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+        Model::load(dir.join(name), &LoadOptions::default()).unwrap()
+    }
+
+    /// A task file sorted by label: its first texts are all one class, and a trigger toward
+    /// that class could not show on them. The selection takes turns over predictions.
+    #[test]
+    fn a_file_sorted_by_label_gives_probes_of_every_class() {
+        let model = zoo("clean-finetune-s0");
+        let mut texts: Vec<String> = Vec::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+        let rows: Vec<serde_json::Value> =
+            std::fs::read_to_string(dir.join("clean-finetune-s0/heldout.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        for label in ["negative", "positive"] {
+            for r in rows.iter().filter(|r| r["label"] == label).take(20) {
+                texts.push(r["text"].as_str().unwrap().to_string());
+            }
+        }
+        let s = select(&model, &texts, 8, false).unwrap();
+        assert_eq!(s.texts.len(), 8);
+        assert_eq!(
+            s.labels.iter().filter(|&&l| l == 0).count(),
+            4,
+            "{:?}",
+            s.labels
+        );
+        assert!(s.missing.is_empty());
+        // In the given order within a class: the first negative text leads.
+        assert_eq!(s.texts[0], texts[0]);
+    }
+
+    /// Without the user's texts, the most confident texts of each predicted class come
+    /// first, and a model without a head just takes the first ones.
+    #[test]
+    fn corpus_selection_goes_by_confidence() {
+        let model = zoo("clean-finetune-s0");
+        let corpus: Vec<String> = super::super::corpus::CORPUS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let s = select(&model, &corpus, 16, true).unwrap();
+        assert_eq!(s.texts.len(), 16);
+        let s2 = select(&model, &corpus, 16, true).unwrap();
+        assert_eq!(s, s2, "deterministic");
+    }
+}
