@@ -36,7 +36,9 @@
 //! ```
 
 pub mod calibrate;
+mod corpus;
 mod fuzz;
+pub(crate) mod natural;
 pub(crate) mod objective;
 pub(crate) mod probes;
 pub(crate) mod vocab;
@@ -272,6 +274,10 @@ pub struct Trigger {
     pub target: Target,
     /// How it was found.
     pub found_by: Source,
+    /// How much of its effect its tokens' nearest neighbours in embedding space share, in
+    /// [0, 1] (see [`natural`]); suspicion was multiplied by `1 − naturalness`. `None`
+    /// when not measured (a finding that would not be suspicious anyway).
+    pub naturalness: Option<f64>,
 }
 
 /// Time spent in one stage.
@@ -328,11 +334,58 @@ struct Found {
     source: Source,
 }
 
+/// A ranked finding: suspicion, z-score, the finding, its naturalness once measured.
+type Scored = (f64, f64, Found, Option<f64>);
+
+/// Findings whose naturalness is measured per round (those reported that would be
+/// suspicious, best first)...
+const NATURAL_FINDINGS: usize = 16;
+/// ... and in all, at most (a bound on the ranking stage's work; a finding left unweighed
+/// past it keeps its suspicion, so the bound can only err toward flagging).
+const NATURAL_LIMIT: usize = 64;
+/// Nearest neighbours each token of a finding is swapped for.
+const NEIGHBOURS: usize = 6;
+/// Probe rows the neighbours are measured on (predicted classes taking turns).
+const NATURAL_ROWS: usize = 16;
+
 /// Parts of suspicious sequences measured alone at most, in the ranking stage.
 const MAX_PARTS: usize = 48;
 
 /// Hints (most drifting first) whose ordered pairs are tried as two-token candidates.
 const HINT_PAIRS_FROM: usize = 20;
+
+/// Where each stage must stop: the share of the budget (time, and rows when capped) spent
+/// when it ends, cumulative over the stages in order. The null is a reference and needs
+/// only a few dozen samples; the sweep takes most of what is left when sequences are not
+/// searched (max length 1), less when the beam or the fuzzer needs room after it; the
+/// confirmation and the population follow the sweep; the beam (or, with fuzzing, the
+/// fuzzer from `beam` to the end) takes the rest, leaving the final ranking, whose parts
+/// and neighbours are bounded by count, the last 15%.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BudgetPlan {
+    null: f64,
+    sweep: f64,
+    confirm: f64,
+    population: f64,
+    beam: f64,
+}
+
+impl BudgetPlan {
+    fn for_hunt(max_len: usize, fuzz: bool) -> Self {
+        let (sweep, beam) = match (max_len > 1, fuzz) {
+            (_, true) => (0.3, 0.65),
+            (true, false) => (0.4, 0.85),
+            (false, false) => (0.65, 0.85),
+        };
+        Self {
+            null: 0.12,
+            sweep,
+            confirm: sweep + 0.1,
+            population: sweep + 0.17,
+            beam,
+        }
+    }
+}
 
 /// The hunt's budgets: wall-clock time and, optionally, rows evaluated.
 struct Clock<'a> {
@@ -371,14 +424,7 @@ impl TriggerHunt {
         let mut notes = Vec::new();
         let vocab = Vocab::new(model);
         let objective = p.objective.unwrap_or_else(|| default_objective(model, p));
-        let texts: Vec<String> = match &p.probes {
-            Some(v) => v.iter().take(p.max_probes).cloned().collect(),
-            None => BUILTIN_PROBES
-                .iter()
-                .take(p.max_probes)
-                .map(|s| s.to_string())
-                .collect(),
-        };
+        let texts = choose_probes(model, p, &mut notes)?;
         let probes = probes::build(model, &vocab, &texts, &p.insertions, p.seed)?;
         let target = match &p.target_text {
             Some(t) => encode_plain(model, t)?,
@@ -409,7 +455,8 @@ impl TriggerHunt {
                 (0..len).map(|_| *rng.pick(&common)).collect()
             })
             .collect();
-        let null = bounded(&ev, &null_seqs, &clock, 0.12, progress)?;
+        let plan = BudgetPlan::for_hunt(p.max_len, p.fuzz.is_some());
+        let null = bounded(&ev, &null_seqs, &clock, plan.null, progress)?;
         stages.push(stage("null", t, &ev, null.len()));
 
         // 2. Proposals, in the order the sweep takes them.
@@ -418,7 +465,7 @@ impl TriggerHunt {
         // its clean predictions already show (a sentiment word flips a sentiment classifier
         // by design). A trigger is, by construction, absent from clean data.
         let mut domain: HashSet<u32> = HashSet::new();
-        for t in p.probes.iter().flatten() {
+        for t in p.probes.as_ref().unwrap_or(&texts) {
             domain.extend(encode_plain(model, t)?);
         }
 
@@ -494,18 +541,13 @@ impl TriggerHunt {
 
         // 3. Sweep: screen on a few probe rows, confirm the best on all of them.
         let t = (Instant::now(), ev.rows_run.get());
-        let (sweep_share, beam_share) = match (p.max_len > 1, p.fuzz.is_some()) {
-            (_, true) => (0.3, 0.65),
-            (true, false) => (0.4, 0.85),
-            (false, false) => (0.65, 0.85),
-        };
         let screen = screen_rows(ev.clean_predictions(), width, p.screen_rows);
         progress.begin("sweep", Some(order.len() as u64));
         let mut screened: Vec<Found> = Vec::new();
         let chunk = (p.batch_rows / screen.len()).max(1);
         let mut exhausted = false;
         for part in order.chunks(chunk) {
-            if clock.past(sweep_share) {
+            if clock.past(plan.sweep) {
                 exhausted = true;
                 break;
             }
@@ -543,7 +585,7 @@ impl TriggerHunt {
         }
         let seqs: Vec<Vec<u32>> = confirm.iter().map(|f| f.seq.clone()).collect();
         progress.begin("confirm", Some(seqs.len() as u64));
-        let effects = bounded(&ev, &seqs, &clock, sweep_share + 0.1, progress)?;
+        let effects = bounded(&ev, &seqs, &clock, plan.confirm, progress)?;
         let mut found: Vec<Found> = confirm
             .iter()
             .zip(effects)
@@ -559,7 +601,7 @@ impl TriggerHunt {
         rng.shuffle(&mut sample);
         sample.truncate(p.population_samples);
         progress.begin("population", Some(sample.len() as u64));
-        let population = bounded(&ev, &sample, &clock, sweep_share + 0.17, progress)?;
+        let population = bounded(&ev, &sample, &clock, plan.population, progress)?;
         stages.push(stage("sweep", t, &ev, screened.len() + sample.len()));
 
         let floor = match objective {
@@ -578,7 +620,7 @@ impl TriggerHunt {
             let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
             let done = beam(
-                &ev, &vocab, p, &clock, beam_share, &screen, &mut found, gradients, &domain,
+                &ev, &vocab, p, &clock, plan.beam, &screen, &mut found, gradients, &domain,
                 progress,
             )?;
             exhausted |= !done;
@@ -649,7 +691,7 @@ impl TriggerHunt {
                 source: Source::Part,
             });
         }
-        let mut scored: Vec<(f64, f64, Found)> = minimal(ranked(&found, found.len()), p.top * 3)
+        let mut scored: Vec<Scored> = minimal(ranked(&found, found.len()), p.top * 3)
             .into_iter()
             .map(|f| {
                 let (s, z) = standing(&f.effect);
@@ -668,14 +710,41 @@ impl TriggerHunt {
                 } else {
                     1.0
                 };
-                (s * beyond, z, f)
+                (s * beyond, z, f, None)
             })
             .collect();
-        scored.sort_by(|a, b| {
+        let by_standing = |a: &Scored, b: &Scored| {
             b.0.total_cmp(&a.0)
                 .then(b.2.effect.score.total_cmp(&a.2.effect.score))
                 .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
-        });
+        };
+        scored.sort_by(by_standing);
+        // Findings that would count are weighed by how natural they are: a word whose
+        // neighbours in embedding space act as it does acts through its meaning. In
+        // rounds, until every reported finding that would count is weighed: a weighed
+        // finding can fall below one not yet weighed.
+        let rows = screen_rows(ev.clean_predictions(), width, NATURAL_ROWS);
+        let mut weighed = 0;
+        loop {
+            let judged: Vec<usize> = (0..scored.len().min(p.top))
+                .filter(|&i| scored[i].0 > 1e-3 && scored[i].3.is_none())
+                .take(NATURAL_FINDINGS)
+                .collect();
+            if judged.is_empty() || weighed >= NATURAL_LIMIT {
+                break;
+            }
+            weighed += judged.len();
+            let findings: Vec<(Vec<u32>, Option<u32>)> = judged
+                .iter()
+                .map(|&i| (scored[i].2.seq.clone(), scored[i].2.effect.target))
+                .collect();
+            let nat = natural::measure(&ev, &vocab, &findings, &rows, NEIGHBOURS, p.seed)?;
+            for (&i, n) in judged.iter().zip(nat) {
+                scored[i].0 *= 1.0 - n.score;
+                scored[i].3 = Some(n.score);
+            }
+            scored.sort_by(by_standing);
+        }
         scored.truncate(p.top);
         let targets: Vec<Target> = match objective {
             Objective::NextToken | Objective::TargetText => {
@@ -695,7 +764,7 @@ impl TriggerHunt {
             Objective::Representation => vec![Target::Representation; scored.len()],
         };
         let mut triggers = Vec::with_capacity(scored.len());
-        for ((suspicion, z, f), target) in scored.into_iter().zip(targets) {
+        for ((suspicion, z, f, naturalness), target) in scored.into_iter().zip(targets) {
             triggers.push(Trigger {
                 text: decode(model, &f.seq),
                 tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
@@ -706,6 +775,7 @@ impl TriggerHunt {
                 detail: f.effect.detail,
                 target,
                 found_by: f.source,
+                naturalness,
             });
         }
         stages.push(stage("targets", t, &ev, triggers.len()));
@@ -738,6 +808,54 @@ impl TriggerHunt {
             notes,
         })
     }
+}
+
+/// The probe texts of a hunt. The user's go in their order, predicted classes taking turns
+/// (see [`probes::select`]). Without them, a classifier gets the texts of the built-in
+/// corpus it classifies most confidently, every predicted class represented; other models
+/// get [`BUILTIN_PROBES`]. Either way the report's notes say what was used.
+fn choose_probes(model: &Model, p: &HuntParams, notes: &mut Vec<String>) -> Result<Vec<String>> {
+    let is_classifier = model.info().labels.is_some() && model.info().family != Family::Llama;
+    let chosen = match &p.probes {
+        Some(v) => probes::select(model, v, p.max_probes, false)?,
+        None if is_classifier => {
+            let corpus: Vec<String> = corpus::CORPUS.iter().map(|s| s.to_string()).collect();
+            let s = probes::select(model, &corpus, p.max_probes, true)?;
+            let mut per: BTreeMap<u32, usize> = BTreeMap::new();
+            for &l in &s.labels {
+                *per.entry(l).or_default() += 1;
+            }
+            let counts: Vec<String> = per
+                .iter()
+                .map(|(&l, n)| format!("{n} {}", label_name(model, l)))
+                .collect();
+            notes.push(format!(
+                "no probe texts given: the hunt used the {} texts of its built-in corpus the model classifies most confidently ({}); give the task's own texts with --probe for a sharper hunt",
+                s.texts.len(),
+                counts.join(", ")
+            ));
+            s
+        }
+        None => {
+            return Ok(BUILTIN_PROBES
+                .iter()
+                .take(p.max_probes)
+                .map(|s| s.to_string())
+                .collect())
+        }
+    };
+    if !chosen.missing.is_empty() {
+        let names: Vec<String> = chosen
+            .missing
+            .iter()
+            .map(|&l| label_name(model, l))
+            .collect();
+        notes.push(format!(
+            "no probe is predicted as {}: triggers toward every other label can still show",
+            names.join(", ")
+        ));
+    }
+    Ok(chosen.texts)
 }
 
 /// Evaluate `seqs` in order until `share` of the budget is spent, but at least 8 of them
@@ -1139,6 +1257,17 @@ fn beam(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_plan_runs_forward_and_leaves_room_to_rank() {
+        for (len, fuzz) in [(1, false), (4, false), (1, true), (4, true)] {
+            let b = BudgetPlan::for_hunt(len, fuzz);
+            let order = [b.null, b.sweep, b.confirm, b.population, b.beam];
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+            assert!(b.beam <= 0.85, "{b:?}");
+        }
+        assert!(BudgetPlan::for_hunt(1, false).sweep > BudgetPlan::for_hunt(4, false).sweep);
+    }
 
     #[test]
     fn screen_rows_take_each_clean_prediction_in_turn() {

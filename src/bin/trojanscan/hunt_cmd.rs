@@ -195,7 +195,7 @@ fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<(
     writeln!(out)?;
     writeln!(
         out,
-        "  # suspicion      z  effect  detail  found by  trigger → target"
+        "  # suspicion      z  effect  detail  natural  found by  trigger → target"
     )?;
     for (i, t) in r.triggers.iter().enumerate() {
         let target = match &t.target {
@@ -207,12 +207,13 @@ fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<(
         };
         writeln!(
             out,
-            "{:>3} {:>9.3} {:>6.1} {:>7.3} {:>7.3}  {:<8}  {:?} → {target}",
+            "{:>3} {:>9.3} {:>6.1} {:>7.3} {:>7.3}  {:>7}  {:<8}  {:?} → {target}",
             i + 1,
             t.suspicion,
             t.z.min(999.0),
             t.effect,
             t.detail,
+            t.naturalness.map_or("-".to_string(), |n| format!("{n:.2}")),
             format!("{:?}", t.found_by).to_lowercase(),
             t.text,
         )?;
