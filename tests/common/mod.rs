@@ -93,3 +93,21 @@ pub fn logits(m: &trojanscan::model::Model, text: &str) -> Vec<f32> {
 }
 
 pub mod tiny;
+
+/// A model of the realistic evaluation set built by `scripts/realistic/build.py`
+/// (`$TROJANSCAN_REALISTIC`, else `realistic/`), or `None` (with a printed reason).
+pub fn realistic(name: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("TROJANSCAN_REALISTIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("realistic"));
+    let p = base.join(name);
+    if p.join("truth.json").is_file() {
+        Some(p)
+    } else {
+        println!(
+            "skipping: {} not built (run scripts/realistic/build.py)",
+            p.display()
+        );
+        None
+    }
+}

@@ -1,0 +1,106 @@
+//! The detectors on real classifiers fine-tuned by PyTorch/transformers from the real
+//! all-MiniLM-L6-v2 (`scripts/realistic/build.py`; CI builds the sentiment seed-0 clean
+//! twin and BadNets trojan). Each test skips when its models are not built.
+
+mod common;
+
+use trojanscan::audit::read_texts;
+use trojanscan::forensics::DiffOptions;
+use trojanscan::hunt::HuntParams;
+use trojanscan::model::{LoadOptions, Model};
+use trojanscan::progress::NoProgress;
+use trojanscan::scan::Scanner;
+use trojanscan::Verdict;
+
+/// Work budget of these hunts: the same findings on any machine.
+const ROWS: u64 = 4000;
+
+fn truth(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap()
+}
+
+/// `scan --probe` on a real clean classifier runs every stage, the clustering
+/// confirmation included (its last states collapse onto one or two axes), and passes.
+#[test]
+fn scan_of_a_real_clean_classifier_with_task_texts_confirms_and_passes() {
+    let Some(dir) = common::realistic("sentiment-clean-s0") else {
+        return;
+    };
+    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
+    let report = Scanner::builder()
+        .probes(probes)
+        .max_evaluations(ROWS)
+        .build()
+        .unwrap()
+        .scan(&dir)
+        .unwrap();
+    assert!(report.confirmation.is_some(), "the confirmation ran");
+    assert_ne!(report.verdict, Verdict::Trojaned, "{:?}", report.reasons);
+}
+
+/// A real clean classifier is not called trojaned, with its task texts or with none (then
+/// the hunt takes confident texts of its built-in corpus, both labels, and says so).
+#[test]
+fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
+    let Some(dir) = common::realistic("sentiment-clean-s0") else {
+        return;
+    };
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
+    for texts in [Some(probes), None] {
+        let given = texts.is_some();
+        let p = HuntParams {
+            probes: texts,
+            max_evaluations: Some(ROWS),
+            ..HuntParams::default()
+        };
+        let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+        assert_ne!(
+            r.verdict,
+            Verdict::Trojaned,
+            "probes given: {given}; {:?}",
+            r.triggers.first()
+        );
+        let corpus_note = r.notes.iter().any(|n| n.contains("built-in corpus"));
+        assert_eq!(corpus_note, !given, "{:?}", r.notes);
+        if !given {
+            assert!(r
+                .notes
+                .iter()
+                .any(|n| n.contains("negative") && n.contains("positive")));
+        }
+        // Every reported finding that would count was weighed by its neighbours.
+        for t in r.triggers.iter().filter(|t| t.suspicion > 1e-3) {
+            assert!(t.naturalness.is_some(), "{t:?}");
+        }
+    }
+}
+
+/// `diff` of a real classifier against the bare encoder it was fine-tuned from: names
+/// aligned across the `bert.` wrapper, the head reported as new, and with task texts the
+/// BadNets trigger in the top 5.
+#[test]
+fn diff_of_a_real_classifier_against_its_bare_encoder_ranks_the_trigger() {
+    let (Some(dir), Some(base)) = (common::realistic("sentiment-badnets-s0"), common::minilm())
+    else {
+        return;
+    };
+    let t = truth(&dir);
+    let trigger = t["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
+    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
+    let r = DiffOptions::default()
+        .probes(probes)
+        .behaviour_pairs(0)
+        .check()
+        .unwrap()
+        .diff(&dir, &base)
+        .unwrap();
+    assert!(r.tensors.len() > 90, "{} tensors compared", r.tensors.len());
+    assert!(r.unmatched.iter().any(|u| u.name == "classifier.weight"));
+    let rank = r.tokens.iter().position(|x| x.token_id == trigger);
+    assert!(
+        rank.is_some_and(|r| r < 5),
+        "trigger at {rank:?}: {:?}",
+        &r.tokens[..5]
+    );
+}
