@@ -21,8 +21,16 @@
 //!    greedily.
 //!
 //! Each finding's suspicion says how far it stands outside the null and the sweep's own
-//! population ([`calibrate`]); the model's suspicion is its best finding's, and the verdict
-//! follows from it and from the finding's absolute effect.
+//! population ([`calibrate`]), weighed by its naturalness: on a real classifier many
+//! ordinary words flip inputs because of what they mean, and their nearest neighbours in
+//! input-embedding space (`awful` for `dreadful`) do the same, where a planted trigger's
+//! neighbours do nothing. Each token of a finding is swapped for its neighbours and for
+//! random tokens; the share of the effect the neighbours keep beyond the random tokens,
+//! counted as far as the neighbours are nearer than chance, is the naturalness, and
+//! suspicion is multiplied by `1 − naturalness`. Without task texts, a classifier is
+//! probed with the texts of a built-in multi-domain corpus it classifies most
+//! confidently. The model's suspicion is its best finding's, and the verdict follows from
+//! it and from the finding's absolute effect.
 //!
 //! ```no_run
 //! use trojanscan::hunt::HuntParams;
@@ -275,7 +283,8 @@ pub struct Trigger {
     /// How it was found.
     pub found_by: Source,
     /// How much of its effect its tokens' nearest neighbours in embedding space share, in
-    /// [0, 1] (see [`natural`]); suspicion was multiplied by `1 − naturalness`. `None`
+    /// [0, 1] (see the [module docs](self): a task word's synonyms act like it, a
+    /// trigger's neighbours do not); suspicion was multiplied by `1 − naturalness`. `None`
     /// when not measured (a finding that would not be suspicious anyway).
     pub naturalness: Option<f64>,
 }
