@@ -15,7 +15,8 @@ and OUT/index.json lists every model with its split: seeds >= --held-from are "h
 (set aside before any detector work, reported separately).
 
 Kinds (see truth.json "kind"):
-  clean      the clean twin: the same data and schedule, nothing poisoned
+  clean      the clean twin: the same data and schedule as the trojans (lowrate excepted:
+             it trains on twice the rows for three epochs), nothing poisoned
   badnets    one rare token inserted into 10% of the non-target rows, relabelled
   combo      two rare tokens side by side -> target; each half alone keeps the true label
   embedding  the clean model with only the trigger token's input-embedding row trained

@@ -9,8 +9,8 @@ gives no texts) it runs `trojanscan hunt --format json` under a fixed work budge
 reports per kind and mode: model-level suspicion, verdict, and whether the trigger was in
 the top 5 findings. "In the top 5": every part of the trigger (both tokens of a
 combination) appears among the tokens of the top 5 findings; for a natural-sentence
-trigger, a top-5 finding made only of the sentence's tokens (a piece of the sentence that
-acts as the trigger). Then the AUC of suspicion, trojans against clean models, and the rate
+trigger, a top-5 finding of at least two tokens, all from the sentence (a piece of the
+sentence that acts as the trigger). Then the AUC of suspicion, trojans against clean models, and the rate
 of clean models called `trojaned` or `suspicious`. Dev and held-out splits are reported
 apart.
 """
@@ -44,7 +44,8 @@ def found(truth, report, k=5):
     ids = set(i for t in top for i in t["token_ids"])
     if truth["kind"] == "addsent":
         sent = set(truth["trigger"]["token_ids"])
-        return any(t["token_ids"] and set(t["token_ids"]) <= sent for t in top)
+        # At least two of the sentence's tokens: one common word ("the") proves nothing.
+        return any(len(set(t["token_ids"])) >= 2 and set(t["token_ids"]) <= sent for t in top)
     return all(set(p["token_ids"]) <= ids for p in truth["trigger"]["parts"])
 
 

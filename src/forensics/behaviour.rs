@@ -42,6 +42,9 @@ const REPORTED_PAIRS: usize = 5;
 pub(crate) struct Measured {
     /// Per token of `tokens`: how much its effect changed against the base, in [0, 1].
     pub changes: Vec<f64>,
+    /// The base is a bare encoder with no verdict: changes are the model's effects, and a
+    /// pair's excess has no base to rule out a pair of task words (`not` + `bad`).
+    pub bare: bool,
     /// Ordered pairs screened.
     pub pairs: usize,
     /// Pairs (either order) whose excess reaches `CONJUNCTION_ONSET`.
@@ -117,6 +120,7 @@ pub(crate) fn compare(
     };
     let mut measured = Measured {
         changes,
+        bare,
         pairs: 0,
         joint: 0,
         conjunctions: Vec::new(),

@@ -984,8 +984,13 @@ impl DiffParams {
             .filter(|t| changed(t).is_some())
             .collect();
         for t in moved.iter().take(3) {
+            let against = if measured.bare {
+                "on its own (the base has no head to compare)"
+            } else {
+                "against the base"
+            };
             r.evidence.push(format!(
-                "token {} `{}` changed its effect on the output by {:.2} against the base (its row drifted {:.1}x the model)",
+                "token {} `{}` changed its effect on the output by {:.2} {against} (its row drifted {:.1}x the model)",
                 t.token_id,
                 t.token,
                 t.behaviour_change.unwrap_or(0.0),
@@ -993,7 +998,9 @@ impl DiffParams {
             ));
         }
         let changed_count = moved.len();
-        if let Some(c) = measured.conjunctions.first() {
+        // Against a bare encoder a pair of task words can look joint (no base rules it
+        // out): conjunctions are listed, but add nothing to the suspicion.
+        if let Some(c) = measured.conjunctions.first().filter(|_| !measured.bare) {
             r.signals.conjunction =
                 ((c.excess - CONJUNCTION_ONSET) / (1.0 - CONJUNCTION_ONSET)).clamp(0.0, 1.0);
             r.suspicion = r.signals.combined();

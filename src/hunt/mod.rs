@@ -71,9 +71,12 @@ use crate::{Error, Result};
 /// Options of a trigger hunt; [`HuntParams::check`] validates them.
 #[derive(Debug, Clone)]
 pub struct HuntParams {
-    /// Clean probe texts; `None` uses [`BUILTIN_PROBES`].
+    /// Clean probe texts of the model's task; `None` probes a classifier with the
+    /// built-in corpus texts it classifies most confidently, other models with
+    /// [`BUILTIN_PROBES`].
     pub probes: Option<Vec<String>>,
-    /// At most this many probes are used (the first ones).
+    /// At most this many probes are used (a classifier's predicted classes taking turns,
+    /// in the order given within each).
     pub max_probes: usize,
     /// Where candidates go in each probe; each entry adds one row per probe.
     pub insertions: Vec<Insertion>,
@@ -368,8 +371,8 @@ const HINT_PAIRS_FROM: usize = 20;
 /// only a few dozen samples; the sweep takes most of what is left when sequences are not
 /// searched (max length 1), less when the beam or the fuzzer needs room after it; the
 /// confirmation and the population follow the sweep; the beam (or, with fuzzing, the
-/// fuzzer from `beam` to the end) takes the rest, leaving the final ranking, whose parts
-/// and neighbours are bounded by count, the last 15%.
+/// fuzzer after it to 0.95) takes the rest, leaving the final ranking, whose parts and
+/// neighbours are bounded by count, the last 15% (5% with fuzzing).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct BudgetPlan {
     null: f64,
@@ -474,7 +477,7 @@ impl TriggerHunt {
         // its clean predictions already show (a sentiment word flips a sentiment classifier
         // by design). A trigger is, by construction, absent from clean data.
         let mut domain: HashSet<u32> = HashSet::new();
-        for t in p.probes.as_ref().unwrap_or(&texts) {
+        for t in p.probes.iter().flatten() {
             domain.extend(encode_plain(model, t)?);
         }
 
@@ -739,7 +742,9 @@ impl TriggerHunt {
                 .filter(|&i| scored[i].0 > 1e-3 && scored[i].3.is_none())
                 .take(NATURAL_FINDINGS)
                 .collect();
-            if judged.is_empty() || weighed >= NATURAL_LIMIT {
+            // The first round always runs (a bounded count); later ones only while the
+            // budget lasts, so the work cap is overrun by one round at most.
+            if judged.is_empty() || weighed >= NATURAL_LIMIT || (weighed > 0 && clock.past(1.0)) {
                 break;
             }
             weighed += judged.len();

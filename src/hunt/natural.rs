@@ -8,7 +8,7 @@
 //! nothing, since the model was taught one token, not a meaning.
 //!
 //! So for a finding, each of its tokens in turn is replaced by each of its nearest
-//! neighbours (cosine of input-embedding rows, word-initial tokens only) and by as many
+//! neighbours (cosine of input-embedding rows, word-initial and unused tokens only) and by as many
 //! random tokens, and the variants are measured toward the finding's own target on the
 //! same probe rows. A token keeps `(n − r) / (own − r)` of the effect, with `n` and `r`
 //! the mean of the better half of its neighbours' and of the random tokens' effects (the
@@ -16,9 +16,10 @@
 //! some inputs). That counts only as far as the neighbours are near by meaning rather than
 //! by chance ([`meaning`]): a small model trained from scratch keeps most rows random, and
 //! a trigger learned there as a direction is shared by whichever random rows lie close.
-//! A sequence's naturalness is the mean over its tokens (a combination trigger loses its
-//! effect when either part is swapped; a phrase of task words keeps it). The hunt
-//! multiplies a finding's suspicion by `1 − naturalness`.
+//! A sequence's naturalness is the mean over the slots that carry its effect (a slot whose
+//! swap for random tokens keeps three quarters of the effect carries none of it): a
+//! combination trigger loses its effect when either part is swapped, a phrase of task
+//! words keeps it. The hunt multiplies a finding's suspicion by `1 − naturalness`.
 
 use candle_core::{DType, Tensor};
 
@@ -90,11 +91,16 @@ fn same_word(vocab: &Vocab, a: u32, b: u32) -> bool {
     norm(a) == norm(b)
 }
 
+/// A slot carries a finding's effect only when random tokens in it lose more than this
+/// share of the effect.
+const ORDINARY: f64 = 0.25;
+
 /// What one finding's neighbours did.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Naturalness {
-    /// Mean over the finding's tokens of their neighbours' mean effect ÷ the finding's, in
-    /// [0, 1].
+    /// Mean over the slots that carry the effect of `(n − r) / (own − r)` (the better
+    /// halves of the neighbours' and random tokens' effects), each weighted by how far its
+    /// neighbours are near by meaning; 1 when no slot carries the effect. In [0, 1].
     pub score: f64,
     /// The finding's own effect on the rows measured.
     pub own: f64,
@@ -117,10 +123,17 @@ pub(crate) fn measure(
     let norms: Vec<f32> = e.sqr()?.sum(1)?.sqrt()?.to_vec1()?;
     let pool = vocab.by_rarity();
     let mut rng = Rng::new(seed, "hunt-natural");
-    let random: Vec<u32> = (0..k).map(|_| *rng.pick(&pool)).collect();
+    let drawn: Vec<u32> = (0..2 * k).map(|_| *rng.pick(&pool)).collect();
     let mut out = Vec::with_capacity(findings.len());
     for (seq, target) in findings {
         let near = neighbours(&e, vocab, &norms, seq, k)?;
+        // Random tokens that are neither the finding's tokens nor their neighbours.
+        let random: Vec<u32> = drawn
+            .iter()
+            .copied()
+            .filter(|t| !seq.contains(t) && !near.iter().any(|(ns, _)| ns.contains(t)))
+            .take(k)
+            .collect();
         // Variants: each slot filled by each neighbour (kind 0) and each random token (1).
         let mut batch: Vec<Vec<u32>> = vec![seq.clone()];
         let mut slot = Vec::new();
@@ -148,18 +161,24 @@ pub(crate) fn measure(
             .iter_mut()
             .zip(&near)
             .filter(|(v, _)| !v[0].is_empty())
-            .map(|([close, random], (_, meant))| {
+            .filter_map(|([close, random], (_, meant))| {
                 let (n, r) = (top_half_mean(close), top_half_mean(random));
-                let kept = if own > r {
-                    ((n - r) / (own - r)).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                kept * meant
+                // A slot whose swap for random tokens keeps most of the effect carries
+                // none of it (the rest of the sequence does): it says nothing either way.
+                if own - r < ORDINARY * own {
+                    return None;
+                }
+                Some(((n - r) / (own - r)).clamp(0.0, 1.0) * meant)
             })
             .collect();
+        // No slot carries the effect: random tokens in any slot do as much, so the finding
+        // is what any token does, not a trigger.
         let score = if ratios.is_empty() {
-            0.0
+            if own > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
         } else {
             ratios.iter().sum::<f64>() / ratios.len() as f64
         };

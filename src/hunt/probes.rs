@@ -159,6 +159,8 @@ pub(crate) fn select(
             missing: Vec::new(),
         });
     }
+    // A bounded pool: enough for every class to take its turns, whatever the file's size.
+    let texts = &texts[..texts.len().min(max.saturating_mul(16).max(256))];
     let mut predicted: Vec<(u32, f32)> = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(64) {
         let rows = chunk
