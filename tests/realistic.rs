@@ -69,8 +69,8 @@ fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
                 .iter()
                 .any(|n| n.contains("negative") && n.contains("positive")));
         }
-        // Every reported finding that would count was weighed by its neighbours.
-        for t in r.triggers.iter().filter(|t| t.suspicion > 1e-3) {
+        // The best finding, whose suspicion is the model's, was weighed by its neighbours.
+        if let Some(t) = r.triggers.first().filter(|t| t.suspicion > 1e-3) {
             assert!(t.naturalness.is_some(), "{t:?}");
         }
     }

@@ -742,9 +742,13 @@ impl TriggerHunt {
                 .filter(|&i| scored[i].0 > 1e-3 && scored[i].3.is_none())
                 .take(NATURAL_FINDINGS)
                 .collect();
-            // The first round always runs (a bounded count); later ones only while the
-            // budget lasts, so the work cap is overrun by one round at most.
-            if judged.is_empty() || weighed >= NATURAL_LIMIT || (weighed > 0 && clock.past(1.0)) {
+            // The first round always runs (a bounded count); later ones while the budget
+            // lasts, or past it while the best finding, the model's suspicion, is unweighed.
+            let top_weighed = scored.first().is_some_and(|f| f.3.is_some());
+            if judged.is_empty()
+                || weighed >= NATURAL_LIMIT
+                || (weighed > 0 && clock.past(1.0) && top_weighed)
+            {
                 break;
             }
             weighed += judged.len();
