@@ -736,6 +736,7 @@ impl TriggerHunt {
         // rounds, until every reported finding that would count is weighed: a weighed
         // finding can fall below one not yet weighed.
         let rows = screen_rows(ev.clean_predictions(), width, NATURAL_ROWS);
+        let mut embeddings = None; // taken on the first round: a clean hunt may need none
         let mut weighed = 0;
         loop {
             let judged: Vec<usize> = (0..scored.len().min(p.top))
@@ -756,10 +757,14 @@ impl TriggerHunt {
                 .iter()
                 .map(|&i| (scored[i].2.seq.clone(), scored[i].2.effect.target))
                 .collect();
-            let nat = natural::measure(&ev, &vocab, &findings, &rows, NEIGHBOURS, p.seed)?;
+            let emb = match embeddings {
+                Some(ref e) => e,
+                None => embeddings.insert(natural::Embeddings::new(&ev)?),
+            };
+            let nat = natural::measure(&ev, emb, &vocab, &findings, &rows, NEIGHBOURS, p.seed)?;
             for (&i, n) in judged.iter().zip(nat) {
-                scored[i].0 *= 1.0 - n.score;
-                scored[i].3 = Some(n.score);
+                scored[i].0 *= 1.0 - n;
+                scored[i].3 = Some(n);
             }
             scored.sort_by(by_standing);
         }

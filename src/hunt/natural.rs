@@ -28,16 +28,30 @@ use super::vocab::Vocab;
 use crate::rng::Rng;
 use crate::Result;
 
+/// The model's input-embedding rows in f32 and their norms, taken once per hunt.
+pub(crate) struct Embeddings {
+    e: Tensor,
+    norms: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn new(ev: &Evaluator) -> Result<Self> {
+        let e = ev.model().token_embeddings().to_dtype(DType::F32)?;
+        let norms: Vec<f32> = e.sqr()?.sum(1)?.sqrt()?.to_vec1()?;
+        Ok(Self { e, norms })
+    }
+}
+
 /// Nearest neighbours of every token of `seq`, by cosine of the model's input-embedding
-/// rows: `k` word-initial tokens each, the token itself left out; and how far they stand
-/// out from chance (see [`meaning`]).
+/// rows: `k` word-initial or unused tokens each, the token itself and its other spellings
+/// left out; and how far they stand out from chance (see [`meaning`]).
 fn neighbours(
-    e: &Tensor,
+    emb: &Embeddings,
     vocab: &Vocab,
-    norms: &[f32],
     seq: &[u32],
     k: usize,
 ) -> Result<Vec<(Vec<u32>, f64)>> {
+    let (e, norms) = (&emb.e, &emb.norms);
     let mut out = Vec::with_capacity(seq.len());
     for &t in seq {
         let row = e.get(t as usize)?;
@@ -48,11 +62,16 @@ fn neighbours(
             .zip(norms)
             .map(|(d, n)| d / (n.max(1e-12) * self_norm))
             .collect();
-        let keep = |i: u32| i != t && vocab.is_candidate(i) && !same_word(vocab, i, t);
-        let near = super::vocab::top_by(&cos, k, keep);
-        let pool: Vec<f64> = (0..cos.len() as u32)
-            .filter(|&i| keep(i))
-            .map(|i| f64::from(cos[i as usize]))
+        let word = bare_lower(vocab.text(t));
+        let keep: Vec<bool> = (0..cos.len() as u32)
+            .map(|i| i != t && vocab.is_candidate(i) && !same_word(vocab.text(i), &word))
+            .collect();
+        let near = super::vocab::top_by(&cos, k, |i| keep[i as usize]);
+        let pool: Vec<f64> = cos
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(&c, _)| f64::from(c))
             .collect();
         let near_cos: Vec<f64> = near.iter().map(|&i| f64::from(cos[i as usize])).collect();
         out.push((near, meaning(&near_cos, &pool)));
@@ -80,53 +99,46 @@ fn meaning(near: &[f64], pool: &[f64]) -> f64 {
     ((mean - mu) / sd - (2.0 * n.ln()).sqrt()).clamp(0.0, 1.0)
 }
 
-/// Spellings of one word that differ only in case or a leading marker (`Ġbb`, `bb`).
-fn same_word(vocab: &Vocab, a: u32, b: u32) -> bool {
-    let norm = |i: u32| {
-        vocab
-            .text(i)
-            .trim_start_matches(['\u{120}', '\u{2581}'])
-            .to_lowercase()
-    };
-    norm(a) == norm(b)
+/// A vocabulary entry without its word marker (`Ġ`, `▁`), lower-cased.
+fn bare_lower(text: &str) -> String {
+    text.trim_start_matches(['\u{120}', '\u{2581}'])
+        .to_lowercase()
+}
+
+/// Whether `text` spells the word `lower` (already [`bare_lower`]) but for case or a
+/// leading marker (`Ġbb`, `bb`); compared without allocating, as it runs over the vocabulary.
+fn same_word(text: &str, lower: &str) -> bool {
+    text.trim_start_matches(['\u{120}', '\u{2581}'])
+        .chars()
+        .flat_map(char::to_lowercase)
+        .eq(lower.chars())
 }
 
 /// A slot carries a finding's effect only when random tokens in it lose more than this
 /// share of the effect.
 const ORDINARY: f64 = 0.25;
 
-/// What one finding's neighbours did.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Naturalness {
-    /// Mean over the slots that carry the effect of `(n − r) / (own − r)` (the better
-    /// halves of the neighbours' and random tokens' effects), each weighted by how far its
-    /// neighbours are near by meaning; 1 when no slot carries the effect. In [0, 1].
-    pub score: f64,
-    /// The finding's own effect on the rows measured.
-    pub own: f64,
-    /// Variants measured.
-    pub variants: usize,
-}
-
-/// Naturalness of each of `findings` (sequence, target), measured on probe rows `rows`
-/// with `k` neighbours per token, against `k` random candidate tokens in the same slot
-/// (drawn once from `seed`).
+/// Naturalness of each of `findings` (sequence, target) in [0, 1], measured on probe rows
+/// `rows` with `k` neighbours per token, against `k` random candidate tokens in the same
+/// slot (drawn once from `seed`): the mean over the slots that carry the effect of
+/// `(n − r) / (own − r)` (the better halves of the neighbours' and random tokens'
+/// effects), each weighted by how far its neighbours are near by meaning; 1 when no slot
+/// carries the effect.
 pub(crate) fn measure(
     ev: &Evaluator,
+    emb: &Embeddings,
     vocab: &Vocab,
     findings: &[(Vec<u32>, Option<u32>)],
     rows: &[usize],
     k: usize,
     seed: u64,
-) -> Result<Vec<Naturalness>> {
-    let e = ev.model().token_embeddings().to_dtype(DType::F32)?;
-    let norms: Vec<f32> = e.sqr()?.sum(1)?.sqrt()?.to_vec1()?;
+) -> Result<Vec<f64>> {
     let pool = vocab.by_rarity();
     let mut rng = Rng::new(seed, "hunt-natural");
     let drawn: Vec<u32> = (0..2 * k).map(|_| *rng.pick(&pool)).collect();
     let mut out = Vec::with_capacity(findings.len());
     for (seq, target) in findings {
-        let near = neighbours(&e, vocab, &norms, seq, k)?;
+        let near = neighbours(emb, vocab, seq, k)?;
         // Random tokens that are neither the finding's tokens nor their neighbours.
         let random: Vec<u32> = drawn
             .iter()
@@ -182,11 +194,7 @@ pub(crate) fn measure(
         } else {
             ratios.iter().sum::<f64>() / ratios.len() as f64
         };
-        out.push(Naturalness {
-            score,
-            own,
-            variants: batch.len() - 1,
-        });
+        out.push(score);
     }
     Ok(out)
 }
