@@ -8,8 +8,9 @@
 //!
 //! 1. **null**: random common-word sequences, the reference for calibration;
 //! 2. **proposals**: gradient (HotFlip) rankings of the whole vocabulary through the
-//!    differentiable forward pass, embedding-norm outliers, forensics hints and the user's
-//!    candidates, ahead of every other word-initial token in rarity order;
+//!    differentiable forward pass, at the start, end and random places of the probes and
+//!    summed over filler words (see `propose`), embedding-norm outliers, forensics hints
+//!    and the user's candidates, ahead of every other word-initial token in rarity order;
 //! 3. **sweep**: single tokens, in that order, until the vocabulary or the sweep's share of
 //!    the budget is exhausted;
 //! 4. **beam**: extend the best sequences one token at a time (both sides, gradient
@@ -49,6 +50,7 @@ mod fuzz;
 pub(crate) mod natural;
 pub(crate) mod objective;
 pub(crate) mod probes;
+mod propose;
 pub(crate) mod vocab;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -139,7 +141,7 @@ impl Default for HuntParams {
         Self {
             probes: None,
             max_probes: 16,
-            insertions: vec![Insertion::Random; 3],
+            insertions: vec![Insertion::Start, Insertion::End, Insertion::Random],
             max_len: 4,
             budget: None,
             max_evaluations: None,
@@ -370,12 +372,16 @@ const HINT_PAIRS_FROM: usize = 20;
 /// when it ends, cumulative over the stages in order. The null is a reference and needs
 /// only a few dozen samples; the sweep takes most of what is left when sequences are not
 /// searched (max length 1), less when the beam or the fuzzer needs room after it; the
+/// gradient proposals take at most half of what lies between the null and the end of the
+/// sweep (their backward passes are not counted as evaluations, so on a row budget with
+/// time to spare all of them run, unless the null alone has spent that share of rows); the
 /// confirmation and the population follow the sweep; the beam (or, with fuzzing, the
 /// fuzzer after it to 0.95) takes the rest, leaving the final ranking, whose parts and
 /// neighbours are bounded by count, the last 15% (5% with fuzzing).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct BudgetPlan {
     null: f64,
+    proposals: f64,
     sweep: f64,
     confirm: f64,
     population: f64,
@@ -389,8 +395,10 @@ impl BudgetPlan {
             (true, false) => (0.4, 0.85),
             (false, false) => (0.65, 0.85),
         };
+        let null = 0.12;
         Self {
-            null: 0.12,
+            null,
+            proposals: null + (sweep - null) / 2.0,
             sweep,
             confirm: sweep + 0.1,
             population: sweep + 0.17,
@@ -443,36 +451,26 @@ impl TriggerHunt {
             None => Vec::new(),
         };
         let ev = Evaluator::new(model, objective, probes, target, p.batch_rows)?;
-        let width = ev.width();
         let clock = Clock {
             start,
             budget: p.budget.unwrap_or_else(|| default_budget(model)),
             rows_cap: p.max_evaluations,
             rows: &ev.rows_run,
         };
-
-        // 1. The null.
-        let t = (Instant::now(), ev.rows_run.get());
-        progress.begin("null", Some(p.null_samples as u64));
+        let c = Ctx {
+            p,
+            ev: &ev,
+            vocab: &vocab,
+            clock: &clock,
+            plan: BudgetPlan::for_hunt(p.max_len, p.fuzz.is_some()),
+            progress,
+        };
         let common = vocab.common(2000);
         if common.len() < 16 {
             return Err(Error::InvalidArgument(
                 "the vocabulary has too few common words for a null distribution".into(),
             ));
         }
-        let mut rng = Rng::new(p.seed, "hunt-null");
-        let null_seqs: Vec<Vec<u32>> = (0..p.null_samples)
-            .map(|i| {
-                let len = 1 + i % p.max_len;
-                (0..len).map(|_| *rng.pick(&common)).collect()
-            })
-            .collect();
-        let plan = BudgetPlan::for_hunt(p.max_len, p.fuzz.is_some());
-        let null = bounded(&ev, &null_seqs, &clock, plan.null, progress)?;
-        stages.push(stage("null", t, &ev, null.len()));
-
-        // 2. Proposals, in the order the sweep takes them.
-        let t = (Instant::now(), ev.rows_run.get());
         // Words of the clean probes are the task itself: how the model treats them is what
         // its clean predictions already show (a sentiment word flips a sentiment classifier
         // by design). A trigger is, by construction, absent from clean data.
@@ -480,7 +478,151 @@ impl TriggerHunt {
         for t in p.probes.iter().flatten() {
             domain.extend(encode_plain(model, t)?);
         }
+        let gradients = p.gradient_proposals > 0 && model.is_differentiable();
+        if p.gradient_proposals > 0 && !gradients {
+            notes.push(
+                "gradient proposals skipped: quantized weights have no backward pass (load with f32 precision)"
+                    .into(),
+            );
+        }
 
+        let t = (Instant::now(), ev.rows_run.get());
+        let null = c.null(&common)?;
+        stages.push(stage("null", t, &ev, null.len()));
+
+        let t = (Instant::now(), ev.rows_run.get());
+        let order = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
+        stages.push(stage("proposals", t, &ev, 0));
+
+        let t = (Instant::now(), ev.rows_run.get());
+        let stride = p.insertions.len();
+        let screen = screen_rows(ev.clean_predictions(), ev.width(), stride, p.screen_rows);
+        let swept = c.sweep(&order, &screen, &mut notes)?;
+        let (screened, population) = (swept.screened.len(), swept.population.len());
+        let mut found = swept.confirmed;
+        let mut exhausted = swept.exhausted;
+        stages.push(stage("sweep", t, &ev, screened + population));
+
+        let floor = match objective {
+            Objective::Classifier | Objective::NextToken => 1.0 / ev.width() as f64,
+            _ => 0.02,
+        };
+        let pop_scores: Vec<f64> = swept.population.iter().map(|e| e.score).collect();
+        let null_scores: Vec<f64> = null.iter().map(|e| e.score).collect();
+        let calibration = Calibration {
+            null: Reference::new(&null_scores, floor),
+            population: Reference::new(&pop_scores, floor),
+        };
+
+        if p.max_len > 1 && !found.is_empty() {
+            let t = (Instant::now(), ev.rows_run.get());
+            let before = found.len();
+            exhausted |= !c.beam(&screen, &mut found, gradients, &domain)?;
+            stages.push(stage("beam", t, &ev, found.len() - before));
+        }
+
+        if let Some(fz) = &p.fuzz {
+            let t = (Instant::now(), ev.rows_run.get());
+            let before = found.len();
+            let seeds: Vec<Vec<u32>> = ranked(&found, p.beam_width)
+                .into_iter()
+                .map(|f| f.seq.clone())
+                .collect();
+            let mut rng = Rng::new(p.seed, "hunt-fuzz");
+            let out = fuzz::run(
+                &ev, &vocab, fz, p.max_len, &seeds, &clock, &mut rng, progress,
+            )?;
+            notes.extend(out.notes);
+            found.extend(out.found.into_iter().map(|(seq, effect)| Found {
+                seq,
+                effect,
+                source: Source::Fuzz,
+            }));
+            stages.push(stage("fuzz", t, &ev, found.len() - before));
+        }
+
+        let t = (Instant::now(), ev.rows_run.get());
+        let scored = c.rank(&calibration, &mut found)?;
+        let triggers = c.report(scored, &screen)?;
+        stages.push(stage("targets", t, &ev, triggers.len()));
+
+        let suspicion = triggers.first().map_or(0.0, |t| t.suspicion);
+        let bounded = objective != Objective::Representation;
+        let strong = triggers
+            .first()
+            .is_some_and(|t| !bounded || t.effect >= p.min_effect);
+        let verdict = if suspicion >= p.trojaned_at && strong {
+            Verdict::Trojaned
+        } else if suspicion >= p.suspicious_at {
+            Verdict::Suspicious
+        } else {
+            Verdict::Clean
+        };
+        Ok(HuntReport {
+            objective,
+            suspicion,
+            verdict,
+            triggers,
+            calibration,
+            probes: ev.width(),
+            candidates: screened + found.len() + null.len() + population,
+            evaluations: ev.rows_run.get(),
+            budget_exhausted: exhausted,
+            seconds: start.elapsed().as_secs_f64(),
+            stages,
+            time: ev.time.get(),
+            notes,
+        })
+    }
+}
+
+/// What every stage of one hunt shares: the parameters, the evaluator, the vocabulary, the
+/// clock and the shares of it each stage may spend.
+struct Ctx<'a, 'm> {
+    p: &'a HuntParams,
+    ev: &'a Evaluator<'m>,
+    vocab: &'a Vocab,
+    clock: &'a Clock<'a>,
+    plan: BudgetPlan,
+    progress: &'a dyn Progress,
+}
+
+/// What the sweep leaves: every screened candidate, the best of them measured on every
+/// row, the population reference, and whether the sweep ran out of budget.
+struct Swept {
+    screened: Vec<Found>,
+    confirmed: Vec<Found>,
+    population: Vec<Effect>,
+    exhausted: bool,
+}
+
+impl Ctx<'_, '_> {
+    /// 1. The null: random common-word sequences, lengths 1 to `max_len`.
+    fn null(&self, common: &[u32]) -> Result<Vec<Effect>> {
+        let p = self.p;
+        self.progress.begin("null", Some(p.null_samples as u64));
+        let mut rng = Rng::new(p.seed, "hunt-null");
+        let seqs: Vec<Vec<u32>> = (0..p.null_samples)
+            .map(|i| {
+                let len = 1 + i % p.max_len;
+                (0..len).map(|_| *rng.pick(common)).collect()
+            })
+            .collect();
+        bounded(self.ev, &seqs, self.clock, self.plan.null, self.progress)
+    }
+
+    /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
+    ///    pairs of hints, gradient rankings, embedding outliers, then every candidate by
+    ///    rarity. Words of the task (`domain`) only where the user named them.
+    fn proposals(
+        &self,
+        texts: &[String],
+        common: &[u32],
+        domain: &HashSet<u32>,
+        gradients: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<(Vec<u32>, Source)>> {
+        let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
         let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
         for text in &p.candidates {
             let ids = encode_plain(model, text)?;
@@ -515,26 +657,39 @@ impl TriggerHunt {
                 }
             }
         }
-        let gradients = p.gradient_proposals > 0 && model.is_differentiable();
-        if p.gradient_proposals > 0 && !gradients {
-            notes.push(
-                "gradient proposals skipped: quantized weights have no backward pass (load with f32 precision)"
-                    .into(),
-            );
-        }
-        let placeholder = common[0];
+        // Embedding outliers are one more ranking, taking turns with the gradient's: an
+        // embedding-poisoned row stands out by itself, and the gradient's rankings are long.
+        let mut rankings = vec![vocab::embedding_outliers(
+            model,
+            vocab,
+            p.gradient_proposals.max(32),
+        )?];
         if gradients {
-            for label in labels_to_push(&ev) {
-                let g = ev.slot_gradient(&[placeholder], 0, label)?;
-                let scores = vocab::row_scores(model, &g)?;
-                let keep = |i| vocab.is_candidate(i) && !domain.contains(&i);
-                for id in vocab::top_by(&scores, p.gradient_proposals, keep) {
-                    order.push((vec![id], Source::Gradient));
-                }
-            }
+            let labels = labels_to_push(self.ev);
+            let keep = |i: u32| vocab.is_candidate(i) && !domain.contains(&i);
+            let fillers = propose::fillers(common, p.seed);
+            let request = propose::Request {
+                ev: self.ev,
+                vocab,
+                texts,
+                labels: &labels,
+                fillers: &fillers,
+                keep: &keep,
+                per_ranking: p.gradient_proposals,
+                seed: p.seed,
+                clock: self.clock,
+                share: self.plan.proposals,
+                progress: self.progress,
+            };
+            rankings.extend(propose::gradient_rankings(&request)?);
         }
-        for id in vocab::embedding_outliers(model, &vocab, p.gradient_proposals.max(32))? {
-            order.push((vec![id], Source::Embedding));
+        for (id, from) in propose::take_turns(&rankings) {
+            let source = if from == 0 {
+                Source::Embedding
+            } else {
+                Source::Gradient
+            };
+            order.push((vec![id], source));
         }
         for id in vocab.by_rarity() {
             order.push((vec![id], Source::Sweep));
@@ -549,22 +704,30 @@ impl TriggerHunt {
         if let Some(cap) = p.max_candidates {
             order.truncate(cap);
         }
-        stages.push(stage("proposals", t, &ev, 0));
+        Ok(order)
+    }
 
-        // 3. Sweep: screen on a few probe rows, confirm the best on all of them.
-        let t = (Instant::now(), ev.rows_run.get());
-        let screen = screen_rows(ev.clean_predictions(), width, p.screen_rows);
+    /// 3. Sweep: screen every proposal on the `screen` rows until the sweep's share is
+    ///    spent, confirm the best (and everything the user or a hint named) on all rows,
+    ///    and measure a random sample of the screened as the population reference.
+    fn sweep(
+        &self,
+        order: &[(Vec<u32>, Source)],
+        screen: &[usize],
+        notes: &mut Vec<String>,
+    ) -> Result<Swept> {
+        let (p, ev, progress, plan) = (self.p, self.ev, self.progress, self.plan);
         progress.begin("sweep", Some(order.len() as u64));
         let mut screened: Vec<Found> = Vec::new();
         let chunk = (p.batch_rows / screen.len()).max(1);
         let mut exhausted = false;
         for part in order.chunks(chunk) {
-            if clock.past(plan.sweep) {
+            if self.clock.past(plan.sweep) {
                 exhausted = true;
                 break;
             }
             let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
-            let eff = ev.evaluate_with(&seqs, Some(&screen), None)?.0;
+            let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
             for ((seq, source), effect) in part.iter().zip(eff) {
                 screened.push(Found {
                     seq: seq.clone(),
@@ -597,8 +760,8 @@ impl TriggerHunt {
         }
         let seqs: Vec<Vec<u32>> = confirm.iter().map(|f| f.seq.clone()).collect();
         progress.begin("confirm", Some(seqs.len() as u64));
-        let effects = bounded(&ev, &seqs, &clock, plan.confirm, progress)?;
-        let mut found: Vec<Found> = confirm
+        let effects = bounded(ev, &seqs, self.clock, plan.confirm, progress)?;
+        let confirmed: Vec<Found> = confirm
             .iter()
             .zip(effects)
             .map(|(f, effect)| Found {
@@ -613,55 +776,43 @@ impl TriggerHunt {
         rng.shuffle(&mut sample);
         sample.truncate(p.population_samples);
         progress.begin("population", Some(sample.len() as u64));
-        let population = bounded(&ev, &sample, &clock, plan.population, progress)?;
-        stages.push(stage("sweep", t, &ev, screened.len() + sample.len()));
+        let population = bounded(ev, &sample, self.clock, plan.population, progress)?;
+        Ok(Swept {
+            screened,
+            confirmed,
+            population,
+            exhausted,
+        })
+    }
 
-        let floor = match objective {
-            Objective::Classifier | Objective::NextToken => 1.0 / width as f64,
-            _ => 0.02,
-        };
-        let pop_scores: Vec<f64> = population.iter().map(|e| e.score).collect();
-        let null_scores: Vec<f64> = null.iter().map(|e| e.score).collect();
-        let calibration = Calibration {
-            null: Reference::new(&null_scores, floor),
-            population: Reference::new(&pop_scores, floor),
-        };
+    /// 4. Beam: see [`beam`].
+    fn beam(
+        &self,
+        screen: &[usize],
+        found: &mut Vec<Found>,
+        gradients: bool,
+        domain: &HashSet<u32>,
+    ) -> Result<bool> {
+        beam(
+            self.ev,
+            self.vocab,
+            self.p,
+            self.clock,
+            self.plan.beam,
+            screen,
+            found,
+            gradients,
+            domain,
+            self.progress,
+        )
+    }
 
-        // 4. Beam.
-        if p.max_len > 1 && !found.is_empty() {
-            let t = (Instant::now(), ev.rows_run.get());
-            let before = found.len();
-            let done = beam(
-                &ev, &vocab, p, &clock, plan.beam, &screen, &mut found, gradients, &domain,
-                progress,
-            )?;
-            exhausted |= !done;
-            stages.push(stage("beam", t, &ev, found.len() - before));
-        }
-
-        // 5. Fuzz.
-        if let Some(fz) = &p.fuzz {
-            let t = (Instant::now(), ev.rows_run.get());
-            let before = found.len();
-            let seeds: Vec<Vec<u32>> = ranked(&found, p.beam_width)
-                .into_iter()
-                .map(|f| f.seq.clone())
-                .collect();
-            let mut rng = Rng::new(p.seed, "hunt-fuzz");
-            let out = fuzz::run(
-                &ev, &vocab, fz, p.max_len, &seeds, &clock, &mut rng, progress,
-            )?;
-            notes.extend(out.notes);
-            found.extend(out.found.into_iter().map(|(seq, effect)| Found {
-                seq,
-                effect,
-                source: Source::Fuzz,
-            }));
-            stages.push(stage("fuzz", t, &ev, found.len() - before));
-        }
-
-        // 6. Rank, keep minimal sequences, weigh sequences against their parts, name targets.
-        let t = (Instant::now(), ev.rows_run.get());
+    /// 6. Rank: keep minimal sequences, weigh sequences against their parts (measuring
+    ///    the parts of those that would count), then weigh the findings that would count
+    ///    by their naturalness. Best first, `top` of them.
+    fn rank(&self, calibration: &Calibration, found: &mut Vec<Found>) -> Result<Vec<Scored>> {
+        let (p, ev) = (self.p, self.ev);
+        let objective = ev.objective;
         // Suspicion before weighing a sequence against its parts: how far it stands outside
         // the null, times the confidence that it takes over (nearly) every input.
         let standing = |e: &Effect| {
@@ -682,7 +833,7 @@ impl TriggerHunt {
         // lower its standing), which keeps this stage small on a clean model; at most
         // `MAX_PARTS` of them, the best findings' first, bound it on a trojaned one.
         let mut missing: Vec<Vec<u32>> = Vec::new();
-        for f in minimal(ranked(&found, found.len()), p.top * 3) {
+        for f in minimal(ranked(found, found.len()), p.top * 3) {
             if f.seq.len() > 1 && standing(&f.effect).0 > 1e-3 {
                 for s in parts(&f.seq) {
                     if !measured.contains_key(&s) && !missing.contains(&s) {
@@ -703,7 +854,7 @@ impl TriggerHunt {
                 source: Source::Part,
             });
         }
-        let mut scored: Vec<Scored> = minimal(ranked(&found, found.len()), p.top * 3)
+        let mut scored: Vec<Scored> = minimal(ranked(found, found.len()), p.top * 3)
             .into_iter()
             .map(|f| {
                 let (s, z) = standing(&f.effect);
@@ -725,21 +876,29 @@ impl TriggerHunt {
                 (s * beyond, z, f, None)
             })
             .collect();
+        self.weigh_naturalness(&mut scored)?;
+        scored.truncate(p.top);
+        Ok(scored)
+    }
+
+    /// Findings that would count are weighed by how natural they are: a word whose
+    /// neighbours in embedding space act as it does acts through its meaning. In rounds,
+    /// until every reported finding that would count is weighed: a weighed finding can
+    /// fall below one not yet weighed.
+    fn weigh_naturalness(&self, scored: &mut [Scored]) -> Result<()> {
         let by_standing = |a: &Scored, b: &Scored| {
             b.0.total_cmp(&a.0)
                 .then(b.2.effect.score.total_cmp(&a.2.effect.score))
                 .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
         };
         scored.sort_by(by_standing);
-        // Findings that would count are weighed by how natural they are: a word whose
-        // neighbours in embedding space act as it does acts through its meaning. In
-        // rounds, until every reported finding that would count is weighed: a weighed
-        // finding can fall below one not yet weighed.
-        let rows = screen_rows(ev.clean_predictions(), width, NATURAL_ROWS);
+        let ev = self.ev;
+        let stride = self.p.insertions.len();
+        let rows = screen_rows(ev.clean_predictions(), ev.width(), stride, NATURAL_ROWS);
         let mut embeddings = None; // taken on the first round: a clean hunt may need none
         let mut weighed = 0;
         loop {
-            let judged: Vec<usize> = (0..scored.len().min(p.top))
+            let judged: Vec<usize> = (0..scored.len().min(self.p.top))
                 .filter(|&i| scored[i].0 > 1e-3 && scored[i].3.is_none())
                 .take(NATURAL_FINDINGS)
                 .collect();
@@ -748,9 +907,9 @@ impl TriggerHunt {
             let top_weighed = scored.first().is_some_and(|f| f.3.is_some());
             if judged.is_empty()
                 || weighed >= NATURAL_LIMIT
-                || (weighed > 0 && clock.past(1.0) && top_weighed)
+                || (weighed > 0 && self.clock.past(1.0) && top_weighed)
             {
-                break;
+                return Ok(());
             }
             weighed += judged.len();
             let findings: Vec<(Vec<u32>, Option<u32>)> = judged
@@ -759,20 +918,34 @@ impl TriggerHunt {
                 .collect();
             let emb = match embeddings {
                 Some(ref e) => e,
-                None => embeddings.insert(natural::Embeddings::new(&ev)?),
+                None => embeddings.insert(natural::Embeddings::new(ev)?),
             };
-            let nat = natural::measure(&ev, emb, &vocab, &findings, &rows, NEIGHBOURS, p.seed)?;
+            let nat = natural::measure(
+                ev,
+                emb,
+                self.vocab,
+                &findings,
+                &rows,
+                NEIGHBOURS,
+                self.p.seed,
+            )?;
             for (&i, n) in judged.iter().zip(nat) {
                 scored[i].0 *= 1.0 - n;
                 scored[i].3 = Some(n);
             }
             scored.sort_by(by_standing);
         }
-        scored.truncate(p.top);
-        let targets: Vec<Target> = match objective {
+    }
+
+    /// 7. Report: what each finding drives the model to (a label, or for decoders the
+    ///    continuation it forces), and the findings as [`Trigger`]s.
+    fn report(&self, scored: Vec<Scored>, screen: &[usize]) -> Result<Vec<Trigger>> {
+        let (ev, vocab, p) = (self.ev, self.vocab, self.p);
+        let model = ev.model();
+        let targets: Vec<Target> = match ev.objective {
             Objective::NextToken | Objective::TargetText => {
                 let seqs: Vec<Vec<u32>> = scored.iter().map(|s| s.2.seq.clone()).collect();
-                continuation_targets(&ev, model, &seqs, &screen, p.target_text.as_deref())?
+                continuation_targets(ev, model, &seqs, screen, p.target_text.as_deref())?
             }
             Objective::Classifier => scored
                 .iter()
@@ -786,9 +959,10 @@ impl TriggerHunt {
                 .collect(),
             Objective::Representation => vec![Target::Representation; scored.len()],
         };
-        let mut triggers = Vec::with_capacity(scored.len());
-        for ((suspicion, z, f, naturalness), target) in scored.into_iter().zip(targets) {
-            triggers.push(Trigger {
+        Ok(scored
+            .into_iter()
+            .zip(targets)
+            .map(|((suspicion, z, f, naturalness), target)| Trigger {
                 text: decode(model, &f.seq),
                 tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
                 token_ids: f.seq.clone(),
@@ -799,37 +973,8 @@ impl TriggerHunt {
                 target,
                 found_by: f.source,
                 naturalness,
-            });
-        }
-        stages.push(stage("targets", t, &ev, triggers.len()));
-
-        let suspicion = triggers.first().map_or(0.0, |t| t.suspicion);
-        let bounded = objective != Objective::Representation;
-        let strong = triggers
-            .first()
-            .is_some_and(|t| !bounded || t.effect >= p.min_effect);
-        let verdict = if suspicion >= p.trojaned_at && strong {
-            Verdict::Trojaned
-        } else if suspicion >= p.suspicious_at {
-            Verdict::Suspicious
-        } else {
-            Verdict::Clean
-        };
-        Ok(HuntReport {
-            objective,
-            suspicion,
-            verdict,
-            triggers,
-            calibration,
-            probes: width,
-            candidates: screened.len() + found.len() + null.len() + population.len(),
-            evaluations: ev.rows_run.get(),
-            budget_exhausted: exhausted,
-            seconds: start.elapsed().as_secs_f64(),
-            stages,
-            time: ev.time.get(),
-            notes,
-        })
+            })
+            .collect())
     }
 }
 
@@ -912,37 +1057,53 @@ fn bounded(
     Ok(out)
 }
 
-/// The `k` rows the sweep screens on, spread over the probes. Where each clean row has a
-/// prediction (a label, a next token), the predictions take turns: a trigger toward a label
-/// can only show on rows not already predicted as it, and probe files often alternate
-/// labels, so an even spread could land on one label only.
-fn screen_rows(clean_pred: &[u32], width: usize, k: usize) -> Vec<usize> {
+/// The `k` rows the sweep screens on, spread over the probes. Rows are probe texts times
+/// `stride` insertion points (text-major), and the insertion points take turns within
+/// every group: a trigger planted at the end may act only there. Where each clean row has
+/// a prediction (a label, a next token), the predictions take turns too: a trigger toward
+/// a label can only show on rows not already predicted as it, and probe files often
+/// alternate labels, so an even spread could land on one label only.
+fn screen_rows(clean_pred: &[u32], width: usize, stride: usize, k: usize) -> Vec<usize> {
     let k = k.min(width);
-    if clean_pred.len() != width {
-        return (0..k).map(|i| i * width / k).collect();
-    }
-    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (row, &pred) in clean_pred.iter().enumerate() {
-        groups.entry(pred).or_default().push(row);
-    }
-    let spread: Vec<Vec<usize>> = groups
-        .into_values()
+    let stride = stride.max(1);
+    let groups: Vec<Vec<usize>> = if clean_pred.len() == width {
+        let mut by: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (row, &pred) in clean_pred.iter().enumerate() {
+            by.entry(pred).or_default().push(row);
+        }
+        by.into_values().collect()
+    } else {
+        vec![(0..width).collect()]
+    };
+    // Per group and insertion point, rows evenly spaced over the texts.
+    let mut lists: Vec<Vec<std::collections::VecDeque<usize>>> = groups
+        .iter()
         .map(|rows| {
-            let q = rows.len().min(k);
-            (0..q).map(|j| rows[j * rows.len() / q]).collect()
+            (0..stride)
+                .map(|s| {
+                    let at: Vec<usize> = rows.iter().copied().filter(|r| r % stride == s).collect();
+                    let q = at.len().min(k);
+                    (0..q).map(|j| at[j * at.len() / q]).collect()
+                })
+                .collect()
         })
         .collect();
+    // Groups take turns, and the n-th row taken is at insertion point n mod stride where
+    // its group has one left (any other point where not).
     let mut out = Vec::with_capacity(k);
-    for round in 0.. {
+    'fill: while out.len() < k {
         let before = out.len();
-        for g in &spread {
-            if let Some(&row) = g.get(round) {
-                if out.len() < k {
-                    out.push(row);
-                }
+        for g in lists.iter_mut() {
+            if out.len() == k {
+                break 'fill;
+            }
+            let want = out.len() % stride;
+            let pick = (0..stride).find_map(|d| g[(want + d) % stride].pop_front());
+            if let Some(row) = pick {
+                out.push(row);
             }
         }
-        if out.len() == k || out.len() == before {
+        if out.len() == before {
             break;
         }
     }
@@ -1285,7 +1446,14 @@ mod tests {
     fn the_budget_plan_runs_forward_and_leaves_room_to_rank() {
         for (len, fuzz) in [(1, false), (4, false), (1, true), (4, true)] {
             let b = BudgetPlan::for_hunt(len, fuzz);
-            let order = [b.null, b.sweep, b.confirm, b.population, b.beam];
+            let order = [
+                b.null,
+                b.proposals,
+                b.sweep,
+                b.confirm,
+                b.population,
+                b.beam,
+            ];
             assert!(order.windows(2).all(|w| w[0] < w[1]), "{b:?}");
             assert!(b.beam <= 0.85, "{b:?}");
         }
@@ -1296,14 +1464,37 @@ mod tests {
     fn screen_rows_take_each_clean_prediction_in_turn() {
         // Probes alternate labels: an even spread of 4 over 8 rows would see label 0 only.
         let pred = [0, 1, 0, 1, 0, 1, 0, 1];
-        let rows = screen_rows(&pred, 8, 4);
+        let rows = screen_rows(&pred, 8, 1, 4);
         assert_eq!(rows.len(), 4);
         assert_eq!(rows.iter().filter(|&&r| pred[r] == 1).count(), 2);
         // One label rare: it still gets a row, the other fills the rest.
         let pred = [0, 0, 0, 0, 0, 0, 0, 1];
-        let rows = screen_rows(&pred, 8, 4);
+        let rows = screen_rows(&pred, 8, 1, 4);
         assert!(rows.contains(&7) && rows.len() == 4);
         // No predictions: an even spread.
-        assert_eq!(screen_rows(&[], 8, 4), vec![0, 2, 4, 6]);
+        assert_eq!(screen_rows(&[], 8, 1, 4), vec![0, 2, 4, 6]);
+    }
+
+    #[test]
+    fn screen_rows_cover_every_insertion_point() {
+        // 8 texts × 3 insertion points (start, end, random), text-major; labels by text.
+        let pred: Vec<u32> = (0..24).map(|r| ((r / 3) % 2) as u32).collect();
+        for k in [3, 6, 8] {
+            let rows = screen_rows(&pred, 24, 3, k);
+            assert_eq!(rows.len(), k);
+            for ins in 0..3 {
+                assert!(rows.iter().any(|r| r % 3 == ins), "k {k}: {rows:?}");
+            }
+            assert!(rows.iter().any(|&r| pred[r] == 0) && rows.iter().any(|&r| pred[r] == 1));
+        }
+        // Without predictions too.
+        let rows = screen_rows(&[], 24, 3, 6);
+        for ins in 0..3 {
+            assert_eq!(
+                rows.iter().filter(|&&r| r % 3 == ins).count(),
+                2,
+                "{rows:?}"
+            );
+        }
     }
 }

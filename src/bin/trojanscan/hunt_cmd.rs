@@ -40,8 +40,8 @@ pub struct HuntArgs {
     model: PathBuf,
     #[command(flatten)]
     search: SearchArgs,
-    /// Where candidates go in each probe; repeat for several rows per probe (default:
-    /// three random word boundaries).
+    /// Where candidates go in each probe; repeat for several rows per probe (default: the
+    /// start, the end and one random word boundary).
     #[arg(long, value_name = "start|end|random")]
     insert: Vec<Insertion>,
     /// Candidate × probe rows per forward pass.
