@@ -21,9 +21,9 @@ trojanscan side
 ---------------
 `trojanscan hunt MODEL --max-len 1 --budget B --quiet --format json` with RAYON_NUM_THREADS =
 --threads and the default probes (the 16 BUILTIN_PROBES, read from src/hunt/probes.rs, x 3
-random insertion points = 48 probe rows per candidate). With --max-len 1 the hunt runs: null
+insertion points (start, end, one random word boundary) = 48 probe rows per candidate). With --max-len 1 the hunt runs: null
 (48 one-token common-word sequences on all 48 rows), proposals (gradient + embedding-norm
-proposals; no rows), sweep (screen every candidate on 8 of the 48 rows, 32 candidates = 256
+proposals; backward passes, not counted as evaluations), sweep (screen every candidate on 8 of the 48 rows, 32 candidates = 256
 rows per forward, until 65% of the budget is spent; then confirm the best <= 256 on all 48
 rows, and a population sample of 96 on all 48 rows), targets (decoders: 4-step greedy
 continuations on 8 rows for each reported finding). The JSON report gives each stage's
@@ -101,12 +101,20 @@ def builtin_probes():
 BUILTIN_PROBES = builtin_probes()
 
 # HuntParams defaults (src/hunt/mod.rs) the PyTorch side mirrors.
-INSERTIONS = 3          # insertion points per probe (three random word boundaries)
+INSERTIONS = 3          # insertion points per probe (start, end, one random boundary)
 SCREEN_ROWS = 8         # rows each candidate is screened on
 BATCH_ROWS = 256        # rows per forward pass
-# The probes behind screen rows 0, 6, ..., 42 of 48 (probe n has rows 3n, 3n+1, 3n+2).
-SCREEN_PROBES = [i * (len(BUILTIN_PROBES) * INSERTIONS) // SCREEN_ROWS // INSERTIONS
-                 for i in range(SCREEN_ROWS)]
+# The probes behind the screen rows when no clean predictions group them (a bare encoder):
+# per insertion point, 8 evenly spaced rows, the points taking turns (rows 0, 1, 2, 6, 7, 8,
+# 12, 13 of 48; probe n has rows 3n, 3n+1, 3n+2). A decoder's rows are grouped by its clean
+# next token first, so there they are only approximately these probes.
+_per = [[r for r in range(len(BUILTIN_PROBES) * INSERTIONS) if r % INSERTIONS == s]
+        for s in range(INSERTIONS)]
+_per = [[rows[j * len(rows) // min(len(rows), SCREEN_ROWS)]
+         for j in range(min(len(rows), SCREEN_ROWS))] for rows in _per]
+SCREEN_PROBES = sorted(r // INSERTIONS for r in
+                       [x for j in range(SCREEN_ROWS) for lst in _per if j < len(lst)
+                        for x in [lst[j]]][:SCREEN_ROWS])
 
 MODELS = {
     # name: (label, path, kind, default K, default budget s, quick K)

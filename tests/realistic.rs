@@ -52,6 +52,7 @@ fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
         let p = HuntParams {
             probes: texts,
             max_evaluations: Some(ROWS),
+            budget: Some(std::time::Duration::from_secs(1200)),
             ..HuntParams::default()
         };
         let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
@@ -73,6 +74,40 @@ fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
         if let Some(t) = r.triggers.first().filter(|t| t.suspicion > 1e-3) {
             assert!(t.naturalness.is_some(), "{t:?}");
         }
+    }
+}
+
+/// The hunt finds a real BadNets trojan's trigger (planted by PyTorch at the start of 10%
+/// of the training texts) among its top 5, from its task texts and from none, under a
+/// work budget with time to spare, so the rows decide on any machine.
+#[test]
+fn hunt_finds_the_trigger_of_a_real_badnets_classifier() {
+    let Some(dir) = common::realistic("sentiment-badnets-s0") else {
+        return;
+    };
+    let trigger = truth(&dir)["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
+    for texts in [Some(probes), None] {
+        let given = texts.is_some();
+        let p = HuntParams {
+            probes: texts,
+            max_evaluations: Some(ROWS),
+            budget: Some(std::time::Duration::from_secs(1200)),
+            ..HuntParams::default()
+        };
+        let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+        let rank = r.triggers.iter().position(|t| t.token_ids == [trigger]);
+        assert!(
+            rank.is_some_and(|k| k < 5),
+            "probes given: {given}; trigger at {rank:?}: {:?}",
+            r.triggers
+                .iter()
+                .take(5)
+                .map(|t| &t.text)
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(r.verdict, Verdict::Clean, "probes given: {given}");
     }
 }
 

@@ -2,10 +2,10 @@
 """Run the trigger hunt on the realistic evaluation set and score it against truth.json.
 
     python3 scripts/realistic/evaluate.py --set realistic [--split dev|held-out|all]
-        [--modes probes,none] [--max-evaluations 12000] [--out results.json] [--filter TEXT]
+        [--modes probes,none,base,base-none] [--max-evaluations 12000] [--out results.json] [--filter TEXT]
 
 For every model (and mode: `probes` passes the model's 32 task texts with --probe, `none`
-gives no texts) it runs `trojanscan hunt --format json` under a fixed work budget, and
+gives no texts, `base` and `base-none` add `--base` with the encoder the set came from) it runs `trojanscan hunt --format json` under a fixed work budget, and
 reports per kind and mode: model-level suspicion, verdict, and whether the trigger was in
 the top 5 findings. "In the top 5": every part of the trigger (both tokens of a
 combination) appears among the tokens of the top 5 findings; for a natural-sentence
@@ -23,11 +23,13 @@ import sys
 import time
 
 
-def hunt(binary, model, probes, max_eval, budget):
+def hunt(binary, model, mode, max_eval, budget, base):
     cmd = [binary, "hunt", model, "--quiet", "--format", "json",
            "--max-evaluations", str(max_eval), "--budget", budget]
-    if probes:
+    if mode in ("probes", "base"):
         cmd += ["--probe", os.path.join(model, "probes.jsonl")]
+    if mode in ("base", "base-none"):
+        cmd += ["--base", base]
     t = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode not in (0, 3, 4):
@@ -60,13 +62,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", default="realistic")
     ap.add_argument("--split", default="dev", choices=["dev", "held-out", "all"])
-    ap.add_argument("--modes", default="probes,none")
+    ap.add_argument("--modes", default="probes,none",
+                    help="probes: the 32 task texts; none: no texts; base: task texts and "
+                         "--base; base-none: --base alone")
+    ap.add_argument("--base", default="fixtures/minilm",
+                    help="the encoder the set was fine-tuned from (modes base, base-none)")
     ap.add_argument("--max-evaluations", type=int, default=12000)
     ap.add_argument("--budget", default="20m", help="time cap; the work budget decides")
     ap.add_argument("--binary", default="target/release/trojanscan")
     ap.add_argument("--filter", default="")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    for m in a.modes.split(","):
+        if m not in ("probes", "none", "base", "base-none"):
+            ap.error(f"unknown mode {m!r}: probes, none, base, base-none")
     index = json.load(open(os.path.join(a.set, "index.json")))
     rows = []
     for e in index:
@@ -76,8 +85,8 @@ def main():
             continue
         truth = json.load(open(os.path.join(a.set, e["name"], "truth.json")))
         for mode in a.modes.split(","):
-            r = hunt(a.binary, os.path.join(a.set, e["name"]), mode == "probes",
-                     a.max_evaluations, a.budget)
+            r = hunt(a.binary, os.path.join(a.set, e["name"]), mode,
+                     a.max_evaluations, a.budget, a.base)
             row = {
                 "name": e["name"], "task": e["task"], "kind": e["kind"], "seed": e["seed"],
                 "split": e["split"], "mode": mode,
