@@ -9,8 +9,9 @@
 //! 1. **null**: random common-word sequences, the reference for calibration;
 //! 2. **proposals**: gradient (HotFlip) rankings of the whole vocabulary through the
 //!    differentiable forward pass, at the start, end and random places of the probes and
-//!    summed over filler words (see `propose`), embedding-norm outliers, forensics hints
-//!    and the user's candidates, ahead of every other word-initial token in rarity order;
+//!    averaged over filler words (see `propose`), taking turns with the embedding-norm
+//!    outliers, after forensics hints and the user's candidates, ahead of every other
+//!    word-initial token in rarity order;
 //! 3. **sweep**: single tokens, in that order, until the vocabulary or the sweep's share of
 //!    the budget is exhausted;
 //! 4. **beam**: extend the best sequences one token at a time (both sides, gradient
@@ -612,8 +613,8 @@ impl Ctx<'_, '_> {
     }
 
     /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
-    ///    pairs of hints, gradient rankings, embedding outliers, then every candidate by
-    ///    rarity. Words of the task (`domain`) only where the user named them.
+    ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
+    ///    candidate by rarity. Words of the task (`domain`) only where the user named them.
     fn proposals(
         &self,
         texts: &[String],
@@ -1075,40 +1076,69 @@ fn screen_rows(clean_pred: &[u32], width: usize, stride: usize, k: usize) -> Vec
     } else {
         vec![(0..width).collect()]
     };
-    // Per group and insertion point, rows evenly spaced over the texts.
-    let mut lists: Vec<Vec<std::collections::VecDeque<usize>>> = groups
+    // Each group's rows per insertion point.
+    let at: Vec<Vec<Vec<usize>>> = groups
         .iter()
         .map(|rows| {
             (0..stride)
-                .map(|s| {
-                    let at: Vec<usize> = rows.iter().copied().filter(|r| r % stride == s).collect();
-                    let q = at.len().min(k);
-                    (0..q).map(|j| at[j * at.len() / q]).collect()
-                })
+                .map(|s| rows.iter().copied().filter(|r| r % stride == s).collect())
                 .collect()
         })
         .collect();
-    // Groups take turns, and the n-th row taken is at insertion point n mod stride where
-    // its group has one left (any other point where not).
-    let mut out = Vec::with_capacity(k);
-    'fill: while out.len() < k {
-        let before = out.len();
-        for g in lists.iter_mut() {
-            if out.len() == k {
+    // First how many rows each (group, point) gives: groups take turns, and the t-th row
+    // taken is at point (t + t / L) mod stride, L = lcm(groups, stride), so every group
+    // cycles through every point (t mod stride alone would tie a label to some points
+    // when the two counts share a factor); another point where that one has run out.
+    let mut left: Vec<Vec<usize>> = at
+        .iter()
+        .map(|g| g.iter().map(Vec::len).collect())
+        .collect();
+    let mut take = vec![vec![0usize; stride]; at.len()];
+    let cycle = lcm(at.len().max(1), stride);
+    let mut t = 0;
+    'fill: while t < k {
+        let before = t;
+        for g in 0..at.len() {
+            if t == k {
                 break 'fill;
             }
-            let want = out.len() % stride;
-            let pick = (0..stride).find_map(|d| g[(want + d) % stride].pop_front());
-            if let Some(row) = pick {
-                out.push(row);
+            let want = (t + t / cycle) % stride;
+            if let Some(s) = (0..stride)
+                .map(|d| (want + d) % stride)
+                .find(|&s| left[g][s] > 0)
+            {
+                left[g][s] -= 1;
+                take[g][s] += 1;
+                t += 1;
             }
         }
-        if out.len() == before {
+        if t == before {
             break;
         }
     }
+    // Then those rows, evenly spaced over the texts.
+    let mut out: Vec<usize> = at
+        .iter()
+        .zip(&take)
+        .flat_map(|(g, counts)| {
+            g.iter()
+                .zip(counts)
+                .flat_map(|(rows, &c)| (0..c).map(move |j| rows[j * rows.len() / c]))
+        })
+        .collect();
     out.sort_unstable();
     out
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    a / gcd(a, b).max(1) * b
 }
 
 /// 2 minutes for models up to 50 M parameters (MiniLM-size), 8 minutes above.
@@ -1487,7 +1517,7 @@ mod tests {
             }
             assert!(rows.iter().any(|&r| pred[r] == 0) && rows.iter().any(|&r| pred[r] == 1));
         }
-        // Without predictions too.
+        // Without predictions too, spread over the texts rather than the first ones.
         let rows = screen_rows(&[], 24, 3, 6);
         for ins in 0..3 {
             assert_eq!(
@@ -1495,6 +1525,22 @@ mod tests {
                 2,
                 "{rows:?}"
             );
+        }
+        assert!(rows.iter().any(|r| r / 3 >= 4), "{rows:?}");
+        // Labels and points sharing a factor: every label still sees every point.
+        for (labels, stride) in [(3u32, 3usize), (2, 2)] {
+            let width = 12 * stride;
+            let pred: Vec<u32> = (0..width).map(|r| (r / stride) as u32 % labels).collect();
+            let rows = screen_rows(&pred, width, stride, labels as usize * stride);
+            assert_eq!(rows.len(), labels as usize * stride);
+            for l in 0..labels {
+                for ins in 0..stride {
+                    assert!(
+                        rows.iter().any(|&r| pred[r] == l && r % stride == ins),
+                        "{labels} labels, stride {stride}: {rows:?}"
+                    );
+                }
+            }
         }
     }
 }

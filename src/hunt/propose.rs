@@ -10,7 +10,7 @@
 //!   one planted at the end there; the gradient is taken at the start, at the end and at
 //!   one seeded random word boundary of the first 8 probe texts, one ranking each;
 //! - **what fills it**: a transformer is far from linear, and a gradient taken with one
-//!   common word in the slot ranks a planted trigger in the thousands. Summed over several
+//!   common word in the slot ranks a planted trigger in the thousands. Averaged over several
 //!   filler words, the trigger's gain adds up and the noise does not
 //!   ([`Evaluator::smoothed_gradient`]).
 //!
@@ -33,7 +33,7 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::Result;
 
-/// Filler words the gradient is summed over.
+/// Filler words the gradient is averaged over.
 pub(crate) const FILLERS: usize = 8;
 /// Tokens whose neighbourhood contrast is computed per ranking (the rest of the vocabulary
 /// gains too little to matter).
@@ -53,7 +53,7 @@ pub(crate) struct Request<'a> {
     pub texts: &'a [String],
     /// Labels to push toward (`None` for objectives without labels).
     pub labels: &'a [Option<u32>],
-    /// Words the gradient is summed over.
+    /// Words the gradient is averaged over.
     pub fillers: &'a [u32],
     /// Tokens that may be proposed.
     pub keep: &'a dyn Fn(u32) -> bool,
