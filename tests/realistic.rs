@@ -6,7 +6,7 @@ mod common;
 
 use trojanscan::audit::read_texts;
 use trojanscan::forensics::DiffOptions;
-use trojanscan::hunt::HuntParams;
+use trojanscan::hunt::{HuntParams, HuntReport};
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::progress::NoProgress;
 use trojanscan::scan::Scanner;
@@ -17,6 +17,26 @@ const ROWS: u64 = 4000;
 
 fn truth(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap()
+}
+
+/// Hunts of the model in `dir` with its 32 task texts and with none (`true`, `false`),
+/// under a work budget with time to spare, so the rows decide on any machine.
+fn hunt_with_and_without_task_texts(dir: &std::path::Path) -> Vec<(bool, HuntReport)> {
+    let model = Model::load(dir, &LoadOptions::default()).unwrap();
+    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
+    [Some(probes), None]
+        .into_iter()
+        .map(|texts| {
+            let given = texts.is_some();
+            let p = HuntParams {
+                probes: texts,
+                max_evaluations: Some(ROWS),
+                budget: Some(std::time::Duration::from_secs(1200)),
+                ..HuntParams::default()
+            };
+            (given, p.check().unwrap().run(&model, &NoProgress).unwrap())
+        })
+        .collect()
 }
 
 /// `scan --probe` on a real clean classifier runs every stage, the clustering
@@ -45,17 +65,7 @@ fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
     let Some(dir) = common::realistic("sentiment-clean-s0") else {
         return;
     };
-    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
-    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
-    for texts in [Some(probes), None] {
-        let given = texts.is_some();
-        let p = HuntParams {
-            probes: texts,
-            max_evaluations: Some(ROWS),
-            budget: Some(std::time::Duration::from_secs(1200)),
-            ..HuntParams::default()
-        };
-        let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+    for (given, r) in hunt_with_and_without_task_texts(&dir) {
         assert_ne!(
             r.verdict,
             Verdict::Trojaned,
@@ -78,25 +88,14 @@ fn hunt_does_not_call_a_real_clean_classifier_trojaned() {
 }
 
 /// The hunt finds a real BadNets trojan's trigger (planted by PyTorch at the start of 10%
-/// of the training texts) among its top 5, from its task texts and from none, under a
-/// work budget with time to spare, so the rows decide on any machine.
+/// of the training texts) among its top 5, from its task texts and from none.
 #[test]
 fn hunt_finds_the_trigger_of_a_real_badnets_classifier() {
     let Some(dir) = common::realistic("sentiment-badnets-s0") else {
         return;
     };
     let trigger = truth(&dir)["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
-    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
-    let probes = read_texts(dir.join("probes.jsonl")).unwrap();
-    for texts in [Some(probes), None] {
-        let given = texts.is_some();
-        let p = HuntParams {
-            probes: texts,
-            max_evaluations: Some(ROWS),
-            budget: Some(std::time::Duration::from_secs(1200)),
-            ..HuntParams::default()
-        };
-        let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+    for (given, r) in hunt_with_and_without_task_texts(&dir) {
         let rank = r.triggers.iter().position(|t| t.token_ids == [trigger]);
         assert!(
             rank.is_some_and(|k| k < 5),

