@@ -3,9 +3,12 @@
 //! Two references, both on the same model, probes and insertion points:
 //! - the **null**: random sequences of common words (lengths 1 to the hunt's maximum),
 //!   which no attacker would pick as a trigger;
-//! - the **population**: a random sample of the sweep's candidate tokens, measured on every
-//!   probe row. Most are not triggers, so it says what rare tokens do on this model (rare
-//!   tokens often move a model more than common ones, and a trigger must beat them too).
+//! - the **population**: a uniform sample of the candidate pool, measured on every probe
+//!   row. Most are not triggers, so it says what rare tokens do on this model (rare tokens
+//!   often move a model more than common ones, and a trigger must beat them too). It is not
+//!   drawn from what the sweep screened: the gradient's rankings put the task's strongest
+//!   words first, and against them a trigger that takes over every input stood barely out.
+//!   Task words are told apart by takeover and naturalness instead.
 //!
 //! A candidate's z-score is the smaller of its robust z-scores (median, 1.4826 × MAD) against
 //! the two, each scale floored so a reference that never moves (a classifier no common word
@@ -80,7 +83,7 @@ impl Reference {
 pub struct Calibration {
     /// Random common-word sequences.
     pub null: Reference,
-    /// A random sample of the sweep's candidate tokens.
+    /// A uniform sample of the candidate pool.
     pub population: Reference,
 }
 

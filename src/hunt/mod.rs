@@ -710,7 +710,7 @@ impl Ctx<'_, '_> {
 
     /// 3. Sweep: screen every proposal on the `screen` rows until the sweep's share is
     ///    spent, confirm the best (and everything the user or a hint named) on all rows,
-    ///    and measure a random sample of the screened as the population reference.
+    ///    and measure a uniform sample of the candidate pool as the population reference.
     fn sweep(
         &self,
         order: &[(Vec<u32>, Source)],
@@ -771,9 +771,15 @@ impl Ctx<'_, '_> {
                 source: f.source,
             })
             .collect();
-        // The population: a random sample of what was screened, on every row.
+        // The population: a uniform sample of the candidate pool (not of what was screened,
+        // which the gradient's rankings fill with the task's strongest words: against them
+        // a trigger that takes over every input stood barely 2 z out), on every row.
         let mut rng = Rng::new(p.seed, "hunt-population");
-        let mut sample: Vec<Vec<u32>> = screened.iter().map(|f| f.seq.clone()).collect();
+        let mut sample: Vec<Vec<u32>> = order
+            .iter()
+            .filter(|(_, src)| matches!(src, Source::Sweep))
+            .map(|(s, _)| s.clone())
+            .collect();
         rng.shuffle(&mut sample);
         sample.truncate(p.population_samples);
         progress.begin("population", Some(sample.len() as u64));
