@@ -136,6 +136,58 @@ pub enum Error {
         limit: u64,
     },
 
+    /// An input text is longer than trojanscan runs through a model: [`crate::model::MAX_TEXT_BYTES`]
+    /// before tokenizing, then the model's context or [`crate::model::MAX_TOKENS`], whichever is
+    /// smaller. Checked before anything is allocated for it.
+    #[error("an input of {len} {unit} exceeds the {limit}-{unit} limit")]
+    InputTooLong {
+        /// Its length.
+        len: usize,
+        /// `bytes` or `tokens`.
+        unit: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The tokenizer can produce a token id the model has no embedding row for.
+    #[error("the tokenizer produces token id {id}, but the model embeds only {rows} tokens")]
+    TokenizerBeyondEmbedding {
+        /// The largest id the tokenizer produces.
+        id: u32,
+        /// Rows of the input-embedding matrix.
+        rows: usize,
+    },
+
+    /// An output path trojanscan will not write: a symbolic link, or something other than a
+    /// regular file (a device, a directory, a pipe). Outputs replace regular files only.
+    #[error("{path}: refusing to write: {why}")]
+    RefusedOutput {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        why: &'static str,
+    },
+
+    /// A model directory holds two weight sets that different loaders would choose between
+    /// (`model.safetensors` beside `model.safetensors.index.json`).
+    #[error("{path}: competing weight sets ({}); keep one", .files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]
+    CompetingWeights {
+        /// The directory.
+        path: PathBuf,
+        /// The competing files.
+        files: Vec<PathBuf>,
+    },
+
+    /// A model whose config makes its loader run code shipped with it (`auto_map`):
+    /// what runs is not what the weights alone describe.
+    #[error("{path}: `{key}` makes transformers run the repository's own code; refused")]
+    CustomCode {
+        /// The config file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+
     /// A signature file is not a well-formed Sigstore bundle holding a DSSE envelope.
     #[error("{path}: malformed signature: {why}")]
     MalformedSignature {

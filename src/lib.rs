@@ -9,6 +9,7 @@ pub mod forensics;
 pub mod hunt;
 pub mod linalg;
 pub mod model;
+pub mod output;
 pub mod plant;
 pub mod progress;
 pub mod provenance;

@@ -422,3 +422,147 @@ fn scanner_never_modifies_model_files() {
     pooled_last(&m);
     assert_eq!(before, snapshot(tmp.path()));
 }
+
+#[test]
+fn inputs_longer_than_the_model_runs_are_typed_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("llama");
+    tiny::write_llama(&d, TinyOpts::default(), "llama");
+    let model = load(&d).unwrap();
+    // The tiny decoder's context is 64 positions: that is its limit, below MAX_TOKENS.
+    assert_eq!(model.max_tokens(), 64);
+    let long = "the cat sat ".repeat(40);
+    assert!(matches!(
+        model.encode(&[long.as_str()]),
+        Err(Error::InputTooLong {
+            len: 121,
+            unit: "tokens",
+            limit: 64
+        })
+    ));
+    // A megabyte line is refused before the tokenizer sees it.
+    let huge = "a".repeat(1 << 20);
+    assert!(matches!(
+        model.tokenize(&huge),
+        Err(Error::InputTooLong { len, unit: "bytes", limit })
+            if len == 1 << 20 && limit == trojanscan::model::MAX_TEXT_BYTES
+    ));
+    // A text at the limit (63 words and `<s>`) still runs.
+    let fits = "the cat sat ".repeat(21);
+    assert!(model.encode(&[fits.as_str()]).is_ok());
+}
+
+#[test]
+fn a_tokenizer_producing_ids_past_the_embedding_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let path = d.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rows = tok["model"]["vocab"].as_object().unwrap().len();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": rows + 3, "content": "zq", "single_word": true, "lstrip": false,
+            "rstrip": false, "normalized": true, "special": false
+        }));
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    match load(&d) {
+        // The tokenizers crate renumbers an added token past the vocabulary; either way
+        // it is past the embedding.
+        Err(Error::TokenizerBeyondEmbedding { id, rows: r }) => {
+            assert_eq!(r, rows);
+            assert!(id as usize >= rows);
+        }
+        other => panic!("expected TokenizerBeyondEmbedding, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_gguf_whose_block_count_leaves_blocks_unused_is_refused() {
+    let Some(gguf) = common::smollm2() else {
+        eprintln!("skipping: SmolLM2 fixture absent (scripts/fetch_models.sh)");
+        return;
+    };
+    let mut bytes = std::fs::read(&gguf).unwrap();
+    let key = b"llama.block_count";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("block_count key");
+    // The key is followed by its value type (u32 = 4) and the value.
+    let v = at + key.len();
+    assert_eq!(u32::from_le_bytes(bytes[v..v + 4].try_into().unwrap()), 4);
+    assert_eq!(
+        u32::from_le_bytes(bytes[v + 4..v + 8].try_into().unwrap()),
+        30
+    );
+    bytes[v + 4..v + 8].copy_from_slice(&1u32.to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("one-block.gguf");
+    std::fs::write(&p, &bytes).unwrap();
+    // The unpatched file loads (other tests), so the config error is the block count's.
+    assert!(matches!(load(&p), Err(Error::Config(_))));
+}
+
+#[test]
+fn a_directory_with_two_weight_sets_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("both");
+    // Sharded weights and, beside them, a single file (transformers would load that one).
+    tiny::write_bert(
+        &d,
+        TinyOpts {
+            sharded: true,
+            ..TinyOpts::default()
+        },
+    );
+    let one = tmp.path().join("one");
+    tiny::write_bert(&one, TinyOpts::default());
+    std::fs::copy(one.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    assert!(matches!(
+        load(&d),
+        Err(Error::CompetingWeights { files, .. }) if files.len() == 2
+    ));
+}
+
+#[test]
+fn a_config_that_runs_shipped_code_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let path = d.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["auto_map"] = serde_json::json!({"AutoModel": "modeling_evil.EvilModel"});
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    assert!(matches!(
+        load(&d),
+        Err(Error::CustomCode { key, .. }) if key == "auto_map"
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    assert!(load(&d).is_ok());
+    // The model path itself.
+    let link = tmp.path().join("bert-link");
+    std::os::unix::fs::symlink(&d, &link).unwrap();
+    assert!(matches!(load(&link), Err(Error::Symlink { .. })));
+    // A file the load reads.
+    let real = tmp.path().join("config.json");
+    std::fs::rename(d.join("config.json"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, d.join("config.json")).unwrap();
+    assert!(matches!(load(&d), Err(Error::Symlink { path }) if path.ends_with("config.json")));
+    // Any other entry, as for `hash`.
+    std::fs::remove_file(d.join("config.json")).unwrap();
+    std::fs::rename(&real, d.join("config.json")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", d.join("notes.txt")).unwrap();
+    assert!(matches!(load(&d), Err(Error::Symlink { path }) if path.ends_with("notes.txt")));
+}

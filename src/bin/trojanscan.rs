@@ -2,7 +2,7 @@
 //! prints; all computation lives in the library.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -240,12 +240,8 @@ fn activations(
         bail!("--batch-size must be at least 1");
     }
     let model = load(path, device, precision)?;
-    let file =
-        std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
-    let texts: Vec<String> = std::io::BufReader::new(file)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", input.display()))?;
+    // Bounded lines, as every text input is read (blank lines skipped, JSON rows' text).
+    let texts = trojanscan::audit::read_texts(input)?;
     if texts.is_empty() {
         bail!("{} has no lines", input.display());
     }
@@ -281,8 +277,8 @@ fn activations(
             candle_core::Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?,
         );
     }
-    candle_core::safetensors::save(&tensors, out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    let bytes = safetensors::serialize(&tensors, None)?;
+    trojanscan::output::write(out, &bytes)?;
     eprintln!(
         "wrote {}: {} texts, hidden.0..hidden.{}{}",
         out.display(),

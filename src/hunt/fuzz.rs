@@ -6,7 +6,7 @@
 //! (`{"token_ids": [...], "effect": ...}` per line) written when the run ends; a later run
 //! given the same file starts from it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -264,23 +264,17 @@ fn load(path: &Path, vocab: &Vocab, max_len: usize) -> Result<Vec<Vec<u32>>> {
     Ok(out)
 }
 
-/// Write the corpus beside its final name, then rename it into place.
+/// Write the corpus with [`crate::output::write_with`].
 fn save(path: &Path, corpus: &[(Vec<u32>, f64)]) -> Result<()> {
-    let io = |e: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-    for (s, e) in corpus {
-        let line = serde_json::to_string(&Entry {
-            token_ids: s.clone(),
-            effect: *e,
-        })
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        writeln!(f, "{line}").map_err(io)?;
-    }
-    f.flush().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::output::write_with(path, |f| {
+        for (s, e) in corpus {
+            let entry = Entry {
+                token_ids: s.clone(),
+                effect: *e,
+            };
+            serde_json::to_writer(&mut *f, &entry)?;
+            writeln!(f)?;
+        }
+        Ok(())
+    })
 }

@@ -25,13 +25,24 @@ pub enum ModelConfig {
 struct Probe {
     model_type: Option<String>,
     #[serde(default)]
+    auto_map: Option<serde_json::Value>,
+    #[serde(default)]
     architectures: Vec<String>,
 }
 
 impl ModelConfig {
-    /// Read and parse a `config.json`.
+    /// Read and parse a model's `config.json`; one with `auto_map` (code shipped with the
+    /// model, run by transformers) is [`Error::CustomCode`].
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = super::safetensors::read_small_file(path, MAX_CONFIG_BYTES)?;
+        let probe: Probe =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Config(e.to_string()))?;
+        if probe.auto_map.is_some() {
+            return Err(Error::CustomCode {
+                path: path.into(),
+                key: "auto_map".into(),
+            });
+        }
         Self::from_json(&bytes)
     }
 

@@ -113,6 +113,36 @@ impl GgufStore {
                 )))
             }
         };
+        // llama.cpp refuses a file with tensors its block count leaves unused; so does
+        // trojanscan, rather than run fewer blocks than the file holds without a word.
+        let blocks = get_u("block_count")?;
+        // A split GGUF is loaded from all its parts by llama.cpp; this file is one of them.
+        if let Some(n) = md.get("split.count").and_then(GgufValue::as_u64) {
+            if n > 1 {
+                return Err(Error::Config(format!(
+                    "GGUF is part of a {n}-file split; merge the parts (llama-gguf-split --merge)"
+                )));
+            }
+        }
+        if let Some(n) = self
+            .file
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .filter(|&n| n >= blocks)
+        {
+            return Err(Error::Config(format!(
+                "GGUF holds tensors of block {n}, but its block_count is {blocks}"
+            )));
+        }
         let has_bias = self.file.tensor("blk.0.attn_q.bias").is_some();
         let cfg = serde_json::json!({
             "vocab_size": vocab,

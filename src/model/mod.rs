@@ -194,6 +194,14 @@ enum Arch {
     Llama(llama::Llama),
 }
 
+/// The most tokens trojanscan runs through a model in one input, whatever its context:
+/// probes are sentences or paragraphs, and attention memory grows with the square of the
+/// length.
+pub const MAX_TOKENS: usize = 2048;
+
+/// The longest input text, in bytes, trojanscan tokenizes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// A loaded model: architecture, weights on a device, and its tokenizer.
 pub struct Model {
     arch: Arch,
@@ -413,6 +421,16 @@ impl Model {
         precision: Precision,
         device: Device,
     ) -> Result<Self> {
+        // An id past the embedding would load and then fail in the middle of a forward pass.
+        let rows = match &arch {
+            Arch::Bert(b) => b.token_embeddings().dim(0)?,
+            Arch::Llama(l) => l.token_embeddings().dim(0)?,
+        };
+        if let Some(id) = tokenizer.get_vocab(true).into_values().max() {
+            if id as usize >= rows {
+                return Err(Error::TokenizerBeyondEmbedding { id, rows });
+            }
+        }
         let mut dtypes: std::collections::BTreeMap<String, usize> = Default::default();
         let mut num_parameters = 0u64;
         for (dt, shape) in store.inventory().values() {
@@ -524,12 +542,41 @@ impl Model {
     }
 
     /// Tokenize one text with special tokens added as transformers adds them by default.
+    ///
+    /// Texts are untrusted: one longer than [`MAX_TEXT_BYTES`], or whose tokens exceed
+    /// [`Model::max_tokens`], is an [`Error::InputTooLong`] (attention memory grows with the
+    /// square of the length; a 1 MB line once asked a decoder for 68 GB).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(Error::InputTooLong {
+                len: text.len(),
+                unit: "bytes",
+                limit: MAX_TEXT_BYTES,
+            });
+        }
         let enc = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let limit = self.max_tokens();
+        if enc.len() > limit {
+            return Err(Error::InputTooLong {
+                len: enc.len(),
+                unit: "tokens",
+                limit,
+            });
+        }
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// The longest input, in tokens, this model runs: its context
+    /// (`max_position_embeddings`) or [`MAX_TOKENS`], whichever is smaller.
+    pub fn max_tokens(&self) -> usize {
+        let context = match &self.arch {
+            Arch::Bert(b) => b.config().max_position_embeddings,
+            Arch::Llama(l) => l.config().max_position_embeddings,
+        };
+        context.min(MAX_TOKENS)
     }
 
     /// Tokenize and pad texts into a batch.

@@ -143,7 +143,7 @@ impl SafetensorsStore {
         let mut shards = Vec::with_capacity(paths.len());
         let mut index = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
-            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut file = super::source::open_regular(path)?;
             let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
             let (metadata, data_start) =
                 read_header(&mut file, file_len).map_err(|source| Error::Safetensors {
@@ -185,13 +185,15 @@ struct ShardIndexFile {
 }
 
 pub(crate) fn read_small_file(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = super::source::open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > max {
-        return Err(Error::InvalidArgument(format!(
-            "{}: {len} bytes exceeds the {max}-byte limit for this file",
-            path.display()
-        )));
+        return Err(Error::TooLarge {
+            path: path.into(),
+            what: "model metadata file",
+            len,
+            limit: max,
+        });
     }
     let mut buf = Vec::with_capacity(len as usize);
     file.take(max)

@@ -1,4 +1,20 @@
 //! Finding a model on disk: which format it is in and which files make it up.
+//!
+//! The files are resolved as the loaders that will run the model resolve them, so that what
+//! is scanned (and hashed) is what is loaded:
+//! - a directory's weights are `model.safetensors`, else the shards that
+//!   `model.safetensors.index.json` names (transformers' order). A directory holding both
+//!   is refused ([`Error::CompetingWeights`]): transformers would load the single file, a
+//!   loader that prefers the index the shards, and the two may differ;
+//! - a `config.json` with `auto_map` is refused ([`Error::CustomCode`]): with
+//!   `trust_remote_code` transformers runs the repository's own Python, which can build any
+//!   model from any file;
+//! - a directory with no safetensors loads its one `.gguf` file; with several, name one;
+//! - a GGUF split into several files (`split.count` above 1) is refused by the GGUF loader;
+//! - pickle checkpoints are refused ([`Error::PickleRefused`]);
+//! - neither the path given nor anything in a model directory may be a symbolic link
+//!   ([`Error::Symlink`]), nor a special file: the rule hashing and signing apply, so a link
+//!   cannot point the scan at one file and a later load at another.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +65,10 @@ impl ModelSource {
     /// Detect the format of `path`: a `.gguf` file (by magic, not name), or a directory
     /// holding safetensors (or a single GGUF file). Pickle checkpoints are refused.
     pub fn detect(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::Symlink { path: path.into() });
+        }
         if meta.is_file() {
             if is_pickle(path) {
                 return Err(Error::PickleRefused { path: path.into() });
@@ -69,15 +88,20 @@ impl ModelSource {
             });
         }
         let dir = path.to_path_buf();
+        crate::provenance::manifest::check_tree(&dir)?;
         let config = dir.join("config.json");
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let weights = if index.is_file() {
-            Some(WeightFiles::Sharded(index))
-        } else if single.is_file() {
-            Some(WeightFiles::Single(single))
-        } else {
-            None
+        let weights = match (present(&single)?, present(&index)?) {
+            (true, true) => {
+                return Err(Error::CompetingWeights {
+                    path: dir,
+                    files: vec![single, index],
+                })
+            }
+            (true, false) => Some(WeightFiles::Single(single)),
+            (false, true) => Some(WeightFiles::Sharded(index)),
+            (false, false) => None,
         };
         let Some(weights) = weights else {
             // No safetensors: a lone GGUF in the directory, else explain what is there.
@@ -101,14 +125,14 @@ impl ModelSource {
             };
             return Err(Error::NoModel { path: dir, why });
         };
-        if !config.is_file() {
+        if !present(&config)? {
             return Err(Error::NoModel {
                 path: dir,
                 why: "config.json is missing".into(),
             });
         }
         let tokenizer = dir.join("tokenizer.json");
-        if !tokenizer.is_file() {
+        if !present(&tokenizer)? {
             return Err(Error::NoModel {
                 path: dir,
                 why: "tokenizer.json is missing".into(),
@@ -123,11 +147,36 @@ impl ModelSource {
     }
 }
 
+/// Whether `path` is a regular file; a symbolic link is an error, whatever it points at.
+pub(crate) fn present(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Symlink { path: path.into() }),
+        Ok(m) => Ok(m.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Open a file of a model: a regular file, never through a symbolic link.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    if !present(path)? {
+        return Err(Error::NoModel {
+            path: path.into(),
+            why: "not a regular file".into(),
+        });
+    }
+    std::fs::File::open(path).map_err(|e| Error::io(path, e))
+}
+
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
-        if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        let t = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+        if t.is_symlink() && e.path().extension().is_some_and(|x| x == "gguf") {
+            return Err(Error::Symlink { path: e.path() });
+        }
+        if t.is_file() {
             v.push(e.path());
         }
     }

@@ -135,6 +135,33 @@ pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64)> {
     sha256_reader(f).map_err(|e| Error::io(path, e))
 }
 
+/// One line of `sha256sum` output for `path`, escaped as GNU sha256sum escapes it: a name
+/// holding a backslash, newline or carriage return is written with `\\`, `\n` and `\r`
+/// and the line starts with a backslash, so no file name can forge another line.
+///
+/// ```
+/// use trojanscan::provenance::{sha256sum_line, Sha256Digest};
+/// let d = Sha256Digest::of_bytes(b"");
+/// let plain = sha256sum_line(&d, std::path::Path::new("m/config.json"));
+/// assert_eq!(plain, format!("{d}  m/config.json"));
+/// let forged = sha256sum_line(&d, std::path::Path::new("a\nfff  b"));
+/// assert_eq!(forged, format!("\\{d}  a\\nfff  b"));
+/// ```
+pub fn sha256sum_line(digest: &Sha256Digest, path: &Path) -> String {
+    let name = path.to_string_lossy();
+    if !name.contains(['\\', '\n', '\r']) {
+        return format!("{digest}  {name}");
+    }
+    let escaped = name
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("\\{digest}  {escaped}")
+}
+
+/// The most hashing threads a caller may ask for.
+pub const MAX_THREADS: usize = 256;
+
 /// SHA-256 of many files, hashed in parallel; results are in the order of `paths`.
 ///
 /// `threads` caps the workers (`Some(1)` hashes on the calling thread, one file after the
@@ -144,6 +171,9 @@ pub fn sha256_files(paths: &[PathBuf], threads: Option<usize>) -> Result<Vec<(Sh
         Some(0) => Err(Error::InvalidArgument(
             "hashing threads must be at least 1".into(),
         )),
+        Some(n) if n > MAX_THREADS => Err(Error::InvalidArgument(format!(
+            "{n} hashing threads asked for; at most {MAX_THREADS}"
+        ))),
         Some(1) => paths.iter().map(|p| sha256_file(p)).collect(),
         Some(n) => {
             let pool = rayon::ThreadPoolBuilder::new()

@@ -241,6 +241,14 @@ fn model_name_of(path: &Path) -> String {
     }
 }
 
+/// Check a model directory as hashing would walk it (git metadata left out): no symbolic
+/// link and no special file anywhere in it. Loading applies it too, so every command that
+/// reads a model follows one policy.
+pub(crate) fn check_tree(root: &Path) -> Result<()> {
+    let ignore: Vec<String> = GIT_PATHS.iter().map(|s| s.to_string()).collect();
+    walk(root, &ignore).map(drop)
+}
+
 /// Every file of a model directory (relative name, path), refusing links and special files.
 fn walk(root: &Path, ignored: &[String]) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();

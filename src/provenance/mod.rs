@@ -37,7 +37,7 @@ pub mod registry;
 use std::path::Path;
 
 pub use self::attest::{Bundle, PublicKey, SigningKey, Verified, VerifyOptions};
-pub use self::digest::{sha256_file, sha256_files, Sha256Digest};
+pub use self::digest::{sha256_file, sha256_files, sha256sum_line, Sha256Digest};
 pub use self::manifest::{FileMismatch, IntegrityFailure, Manifest, ManifestOptions, Resource};
 pub use self::pickle::{scan_pickle, PickleReport, PickleScanOptions};
 pub use self::registry::{Approval, ApprovedModel, Registry, Verdict};
@@ -60,7 +60,7 @@ pub fn sign_model(
     }
     let manifest = Manifest::of_model(model, &mopts)?;
     let bundle = Bundle::sign(&manifest, key);
-    std::fs::write(out, bundle.to_json()).map_err(|e| Error::io(out, e))?;
+    crate::output::write(out, bundle.to_json().as_bytes())?;
     Ok(manifest)
 }
 

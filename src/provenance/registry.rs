@@ -332,14 +332,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Write the registry (pretty JSON) through a temporary file and a rename, so a
-    /// reader never sees half a file.
+    /// Write the registry (pretty JSON) with [`crate::output::write`]: a reader never sees
+    /// half a file, and a link or device at `path` is refused.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).expect("registry serializes");
         text.push('\n');
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::output::write(path, text.as_bytes())
     }
 
     /// Add an entry. An entry with the same name and version is an error unless `replace`.

@@ -352,7 +352,7 @@ fn hash(model: &Path, format: Format, threads: Option<usize>) -> Result<()> {
         } else {
             model.join(&r.name)
         };
-        writeln!(o, "{}  {}", r.digest, path.display())?;
+        writeln!(o, "{}", provenance::sha256sum_line(&r.digest, &path))?;
     }
     Ok(())
 }

@@ -88,9 +88,7 @@ pub fn run(args: ScanArgs, device: DeviceChoice) -> Result<ExitCode> {
         ReportFormat::Html => trojanscan::scan::html(&report)?,
     };
     match &args.out {
-        Some(path) => {
-            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?
-        }
+        Some(path) => trojanscan::output::write(path, body.as_bytes())?,
         None => std::io::stdout().lock().write_all(body.as_bytes())?,
     }
     Ok(ExitCode::from(report.gate.exit_code()))

@@ -1,0 +1,105 @@
+//! Gate integrity: what an attacker who knows the scanner tries against the CLI, each
+//! asserting the exact outcome (exit code, typed error, or the files left as they were).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trojanscan"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+const DECODER: &str = "testdata/zoo/clean-decoder-s0";
+
+#[cfg(unix)]
+#[test]
+fn activations_out_never_writes_through_a_link_or_onto_a_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.txt");
+    std::fs::write(&input, "the weather was mild\na quiet street\n").unwrap();
+    let target = tmp.path().join("precious.txt");
+    std::fs::write(&target, "keep").unwrap();
+    let link = tmp.path().join("out.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let run = |out: &Path| {
+        cli(&[
+            os("activations"),
+            os(DECODER),
+            os("--input"),
+            input.as_os_str(),
+            os("--out"),
+            out.as_os_str(),
+        ])
+    };
+    let o = run(&link);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    let o = run(Path::new("/dev/null"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    // A plain path is written, and nothing else is left beside it.
+    let plain = tmp.path().join("acts.safetensors");
+    assert_eq!(run(&plain).status.code(), Some(0));
+    assert!(std::fs::metadata(&plain).unwrap().len() > 0);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 4);
+}
+
+#[test]
+fn a_megabyte_line_is_a_clear_error_not_an_abort() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("long.txt");
+    std::fs::write(&input, "word ".repeat(200_000)).unwrap();
+    let out = tmp.path().join("acts.safetensors");
+    let o = cli(&[
+        os("activations"),
+        os(DECODER),
+        os("--input"),
+        input.as_os_str(),
+        os("--out"),
+        out.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("limit"));
+    let o = cli(&[
+        os("hunt"),
+        os(DECODER),
+        os("--probe"),
+        input.as_os_str(),
+        os("--max-evaluations"),
+        os("200"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[cfg(unix)]
+#[test]
+fn hash_escapes_a_file_name_that_would_forge_a_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("model");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("config.json"), "{}").unwrap();
+    // Unescaped, the second half would read as a line of its own for `config.json`.
+    let forged = format!("x\n{}  config.json", "0".repeat(64));
+    std::fs::write(m.join(&forged), "payload").unwrap();
+    let o = cli(&[os("hash"), m.as_os_str()]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let escaped = lines.iter().find(|l| l.starts_with('\\')).unwrap();
+    assert!(escaped.contains("/x\\n0000"), "{escaped}");
+    assert!(!lines.iter().any(|l| l.starts_with(&"0".repeat(64))));
+}
+
+#[test]
+fn hash_refuses_absurd_thread_counts() {
+    let o = cli(&[os("hash"), os(DECODER), os("--threads"), os("100000")]);
+    assert_eq!(o.status.code(), Some(2));
+}
