@@ -38,8 +38,16 @@ fn activations_out_never_writes_through_a_link_or_onto_a_device() {
         ])
     };
     let o = run(&link);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     let o = run(Path::new("/dev/null"));
     assert_eq!(o.status.code(), Some(2));
@@ -102,4 +110,31 @@ fn hash_escapes_a_file_name_that_would_forge_a_line() {
 fn hash_refuses_absurd_thread_counts() {
     let o = cli(&[os("hash"), os(DECODER), os("--threads"), os("100000")]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_starved_hunt_is_incomplete_never_clean() {
+    // The zoo's BadNets model: with one evaluation the hunt cannot even finish its null.
+    let model = "testdata/zoo/badnets-s0";
+    let heldout = format!("{model}/heldout.jsonl");
+    for budget in [["--max-evaluations", "1"], ["--budget", "1ms"]] {
+        let o = cli(&[
+            os("scan"),
+            os(model),
+            os("--probe"),
+            os(&heldout),
+            os(budget[0]),
+            os(budget[1]),
+            os("--format"),
+            os("json"),
+            os("--quiet"),
+        ]);
+        assert_eq!(o.status.code(), Some(6), "{budget:?}");
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["verdict"], "incomplete");
+        assert_eq!(r["gate"], "incomplete");
+        let c = &r["hunt"]["coverage"];
+        assert!(c["shortfall"].is_string(), "{c}");
+        assert!(c["screened"].as_u64().unwrap() < c["pool"].as_u64().unwrap() / 100);
+    }
 }

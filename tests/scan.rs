@@ -87,10 +87,17 @@ fn check_layout(r: &Value) {
     }
     let s = r["suspicion"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&s));
-    assert!(["clean", "suspicious", "trojaned"].contains(&r["verdict"].as_str().unwrap()));
     assert!(
-        ["pass", "review", "trojaned", "provenance-failed"].contains(&r["gate"].as_str().unwrap())
+        ["clean", "incomplete", "suspicious", "trojaned"].contains(&r["verdict"].as_str().unwrap())
     );
+    assert!([
+        "pass",
+        "review",
+        "trojaned",
+        "provenance-failed",
+        "incomplete"
+    ]
+    .contains(&r["gate"].as_str().unwrap()));
     assert!(r["reasons"].is_array());
     for t in r["timings"].as_array().unwrap() {
         assert!(t["stage"].is_string() && t["seconds"].as_f64().unwrap() >= 0.0);

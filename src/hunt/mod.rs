@@ -133,6 +133,9 @@ pub struct HuntParams {
     pub min_effect: f64,
     /// A model is at least `suspicious` when its best finding's suspicion reaches this.
     pub suspicious_at: f64,
+    /// Share of the candidate pool a hunt that finds nothing must screen to say `clean`
+    /// rather than `incomplete` (see [`Coverage`]).
+    pub min_coverage: f64,
     /// Fuzzing, after the beam.
     pub fuzz: Option<FuzzParams>,
 }
@@ -164,6 +167,7 @@ impl Default for HuntParams {
             trojaned_at: 0.8,
             min_effect: 0.5,
             suspicious_at: 0.4,
+            min_coverage: 0.01,
             fuzz: None,
         }
     }
@@ -201,6 +205,7 @@ impl HuntParams {
             ("trojaned_at", self.trojaned_at),
             ("suspicious_at", self.suspicious_at),
             ("min_effect", self.min_effect),
+            ("min_coverage", self.min_coverage),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Error::InvalidArgument(format!(
@@ -331,6 +336,9 @@ pub struct HuntReport {
     pub evaluations: u64,
     /// Whether the budget ran out before every stage finished its work.
     pub budget_exhausted: bool,
+    /// How much of its search the hunt covered; below [`HuntParams::min_coverage`] a hunt
+    /// that found nothing is `incomplete`, not `clean`.
+    pub coverage: Coverage,
     /// Wall-clock seconds for the whole hunt, tokenization and the clean rows included.
     pub seconds: f64,
     /// Time per stage.
@@ -339,6 +347,99 @@ pub struct HuntReport {
     pub time: TimeSplit,
     /// Things worth knowing about the run (a skipped stage and why).
     pub notes: Vec<String>,
+}
+
+/// How much of its search a hunt covered.
+///
+/// A hunt that found nothing may say `clean` only when it measured both references in full
+/// (at least [`MIN_NULL`] null sequences, and [`MIN_POPULATION`] population tokens when asked
+/// for), screened every proposal (the user's candidates, hints, gradient rankings and
+/// embedding outliers), and screened at least [`HuntParams::min_coverage`] of its candidate
+/// pool. Otherwise its verdict is `incomplete`, and `shortfall` says what fell short.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Coverage {
+    /// Candidates the hunt could have screened (proposals and every vocabulary candidate).
+    pub pool: usize,
+    /// Of them, screened.
+    pub screened: usize,
+    /// Proposals among the pool.
+    pub proposed: usize,
+    /// Proposals screened.
+    pub proposed_screened: usize,
+    /// `screened / pool`.
+    pub share: f64,
+    /// The share required ([`HuntParams::min_coverage`]).
+    pub required: f64,
+    /// Null sequences measured.
+    pub null: usize,
+    /// Population tokens measured.
+    pub population: usize,
+    /// What fell short, when something did.
+    pub shortfall: Option<String>,
+}
+
+/// Fewest null sequences a hunt that found nothing may call `clean` on.
+pub const MIN_NULL: usize = 16;
+/// Fewest population tokens a hunt that found nothing may call `clean` on (when it
+/// samples a population at all).
+pub const MIN_POPULATION: usize = 8;
+
+impl Coverage {
+    fn new(
+        p: &HuntParams,
+        order: &[(Vec<u32>, Source)],
+        screened: usize,
+        null: usize,
+        population: usize,
+    ) -> Self {
+        let pool = order.len();
+        let proposed = order
+            .iter()
+            .filter(|(_, s)| !matches!(s, Source::Sweep))
+            .count();
+        // The sweep takes the order from its head, proposals first.
+        let proposed_screened = screened.min(proposed);
+        let share = if pool == 0 {
+            1.0
+        } else {
+            screened as f64 / pool as f64
+        };
+        let need_null = MIN_NULL.min(p.null_samples);
+        let need_pop = MIN_POPULATION.min(p.population_samples);
+        let mut short = Vec::new();
+        if null < need_null {
+            short.push(format!("{null} of the {need_null} null sequences needed"));
+        }
+        if population < need_pop {
+            short.push(format!(
+                "{population} of the {need_pop} population tokens needed"
+            ));
+        }
+        if proposed_screened < proposed {
+            short.push(format!(
+                "{proposed_screened} of {proposed} proposals screened"
+            ));
+        }
+        if share < p.min_coverage {
+            short.push(format!(
+                "{screened} of {pool} candidates screened ({:.2}%, {:.2}% required)",
+                100.0 * share,
+                100.0 * p.min_coverage
+            ));
+        }
+        Self {
+            pool,
+            screened,
+            proposed,
+            proposed_screened,
+            share,
+            required: p.min_coverage,
+            null,
+            population,
+            shortfall: (!short.is_empty()).then(|| short.join("; ")),
+        }
+    }
 }
 
 /// A measured sequence.
@@ -500,6 +601,7 @@ impl TriggerHunt {
         let screen = screen_rows(ev.clean_predictions(), ev.width(), stride, p.screen_rows);
         let swept = c.sweep(&order, &screen, &mut notes)?;
         let (screened, population) = (swept.screened.len(), swept.population.len());
+        let coverage = Coverage::new(p, &order, screened, null.len(), population);
         let mut found = swept.confirmed;
         let mut exhausted = swept.exhausted;
         stages.push(stage("sweep", t, &ev, screened + population));
@@ -556,6 +658,9 @@ impl TriggerHunt {
             Verdict::Trojaned
         } else if suspicion >= p.suspicious_at {
             Verdict::Suspicious
+        } else if let Some(why) = &coverage.shortfall {
+            notes.push(format!("incomplete: {why}"));
+            Verdict::Incomplete
         } else {
             Verdict::Clean
         };
@@ -569,6 +674,7 @@ impl TriggerHunt {
             candidates: screened + found.len() + null.len() + population,
             evaluations: ev.rows_run.get(),
             budget_exhausted: exhausted,
+            coverage,
             seconds: start.elapsed().as_secs_f64(),
             stages,
             time: ev.time.get(),

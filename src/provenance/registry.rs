@@ -66,6 +66,8 @@ impl From<crate::Verdict> for Verdict {
     fn from(v: crate::Verdict) -> Self {
         match v {
             crate::Verdict::Clean => Verdict::Clean,
+            // An unfinished scan concluded nothing.
+            crate::Verdict::Incomplete => Verdict::NotScanned,
             crate::Verdict::Suspicious => Verdict::Suspicious,
             crate::Verdict::Trojaned => Verdict::Trojaned,
         }

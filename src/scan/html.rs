@@ -18,7 +18,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margi
 h1{font-size:1.4rem;word-break:break-all}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;font-size:.9rem}\
 code{background:#f4f4f4;padding:0 .2rem}.badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem;color:#fff;font-weight:bold}\
-.clean{background:#2e7d32}.suspicious{background:#ef6c00}.trojaned{background:#c62828}figure{margin:1rem 0}";
+.clean{background:#2e7d32}.suspicious{background:#ef6c00}.incomplete{background:#6d4c41}.trojaned{background:#c62828}figure{margin:1rem 0}";
 
 /// Escape text for HTML content and attribute values.
 fn esc(s: &str) -> String {
@@ -60,6 +60,7 @@ pub fn html(r: &ScanReport) -> Result<String> {
         Gate::Review => "review",
         Gate::Trojaned => "fail: trojaned",
         Gate::ProvenanceFailed => "fail: provenance",
+        Gate::Incomplete => "fail: incomplete",
     };
     let _ = writeln!(
         o,

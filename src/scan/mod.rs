@@ -307,17 +307,20 @@ pub enum Gate {
     Trojaned,
     /// The signature or registry check failed.
     ProvenanceFailed,
+    /// Verdict `incomplete`: the hunt found nothing but covered too little to pass.
+    Incomplete,
 }
 
 impl Gate {
-    /// The CLI's exit code: 0 pass, 3 review, 4 trojaned, 5 provenance failed (2 is an
-    /// error: the scan could not run).
+    /// The CLI's exit code: 0 pass, 3 review, 4 trojaned, 5 provenance failed, 6 incomplete
+    /// (2 is an error: the scan could not run).
     pub fn exit_code(self) -> u8 {
         match self {
             Gate::Pass => 0,
             Gate::Review => 3,
             Gate::Trojaned => 4,
             Gate::ProvenanceFailed => 5,
+            Gate::Incomplete => 6,
         }
     }
 }
@@ -474,6 +477,11 @@ impl Scanner {
             Verdict::Trojaned
         } else if suspicion >= p.suspicious_at {
             Verdict::Suspicious
+        } else if hunt
+            .as_ref()
+            .is_some_and(|h| h.verdict == Verdict::Incomplete)
+        {
+            Verdict::Incomplete
         } else {
             Verdict::Clean
         };
@@ -505,6 +513,13 @@ impl Scanner {
                 );
             }
         }
+        if let Some(why) = hunt
+            .as_ref()
+            .filter(|_| verdict == Verdict::Incomplete)
+            .and_then(|h| h.coverage.shortfall.as_ref())
+        {
+            reasons.push(format!("hunt incomplete: {why}"));
+        }
         if let Some(d) = forensics
             .as_ref()
             .filter(|d| d.suspicion >= p.suspicious_at)
@@ -516,6 +531,7 @@ impl Scanner {
             Verdict::Trojaned => Gate::Trojaned,
             _ if failed => Gate::ProvenanceFailed,
             Verdict::Suspicious => Gate::Review,
+            Verdict::Incomplete => Gate::Incomplete,
             _ => Gate::Pass,
         };
         Ok(ScanReport {

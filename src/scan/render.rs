@@ -32,6 +32,7 @@ fn gate_text(g: Gate) -> &'static str {
         Gate::Review => "review: a person should look at the findings",
         Gate::Trojaned => "fail: a trigger hijacks the model",
         Gate::ProvenanceFailed => "fail: provenance check failed",
+        Gate::Incomplete => "fail: the hunt covered too little to call the model clean",
     }
 }
 
@@ -103,6 +104,19 @@ pub fn text(r: &ScanReport) -> String {
             } else {
                 ""
             }
+        );
+        let c = &h.coverage;
+        let _ = writeln!(
+            o,
+            "coverage: {} of {} candidates screened ({:.1}%; {} of {} proposals){}",
+            c.screened,
+            c.pool,
+            100.0 * c.share,
+            c.proposed_screened,
+            c.proposed,
+            c.shortfall
+                .as_ref()
+                .map_or(String::new(), |s| format!("; short: {s}"))
         );
         for (k, t) in h.triggers.iter().take(5).enumerate() {
             let _ = writeln!(

@@ -171,6 +171,20 @@ fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<(
     writeln!(out, "model:      {}", args.model.display())?;
     writeln!(out, "objective:  {:?}", r.objective)?;
     writeln!(out, "verdict:    {}", r.verdict)?;
+    let c = &r.coverage;
+    writeln!(
+        out,
+        "coverage:   {} of {} candidates screened ({:.1}%, {:.1}% required), {} of {} proposals",
+        c.screened,
+        c.pool,
+        100.0 * c.share,
+        100.0 * c.required,
+        c.proposed_screened,
+        c.proposed
+    )?;
+    if let Some(why) = &c.shortfall {
+        writeln!(out, "            short: {why}")?;
+    }
     writeln!(out, "suspicion:  {:.3}", r.suspicion)?;
     writeln!(
         out,
