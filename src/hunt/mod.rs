@@ -573,13 +573,6 @@ impl TriggerHunt {
                 "the vocabulary has too few common words for a null distribution".into(),
             ));
         }
-        // Words of the clean probes are the task itself: how the model treats them is what
-        // its clean predictions already show (a sentiment word flips a sentiment classifier
-        // by design). A trigger is, by construction, absent from clean data.
-        let mut domain: HashSet<u32> = HashSet::new();
-        for t in p.probes.iter().flatten() {
-            domain.extend(encode_plain(model, t)?);
-        }
         let gradients = p.gradient_proposals > 0 && model.is_differentiable();
         if p.gradient_proposals > 0 && !gradients {
             notes.push(
@@ -593,7 +586,7 @@ impl TriggerHunt {
         stages.push(stage("null", t, &ev, null.len()));
 
         let t = (Instant::now(), ev.rows_run.get());
-        let order = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
+        let order = c.proposals(&texts, &common, gradients, &mut notes)?;
         stages.push(stage("proposals", t, &ev, 0));
 
         let t = (Instant::now(), ev.rows_run.get());
@@ -620,7 +613,7 @@ impl TriggerHunt {
         if p.max_len > 1 && !found.is_empty() {
             let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
-            exhausted |= !c.beam(&screen, &mut found, gradients, &domain)?;
+            exhausted |= !c.beam(&screen, &mut found, gradients)?;
             stages.push(stage("beam", t, &ev, found.len() - before));
         }
 
@@ -720,12 +713,14 @@ impl Ctx<'_, '_> {
 
     /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
     ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
-    ///    candidate by rarity. Words of the task (`domain`) only where the user named them.
+    ///    candidate by rarity. Words of the probe texts are candidates like any other: a
+    ///    task word is told apart from a trigger by what it does (takeover, naturalness),
+    ///    since a probe file that could hide a word from the hunt would let its author pass
+    ///    the gate.
     fn proposals(
         &self,
         texts: &[String],
         common: &[u32],
-        domain: &HashSet<u32>,
         gradients: bool,
         notes: &mut Vec<String>,
     ) -> Result<Vec<(Vec<u32>, Source)>> {
@@ -755,7 +750,7 @@ impl Ctx<'_, '_> {
                 .hint_token_ids
                 .iter()
                 .copied()
-                .filter(|&id| vocab.is_candidate(id) && !domain.contains(&id))
+                .filter(|&id| vocab.is_candidate(id))
                 .take(HINT_PAIRS_FROM)
                 .collect();
             for &a in &hints {
@@ -773,7 +768,7 @@ impl Ctx<'_, '_> {
         )?];
         if gradients {
             let labels = labels_to_push(self.ev);
-            let keep = |i: u32| vocab.is_candidate(i) && !domain.contains(&i);
+            let keep = |i: u32| vocab.is_candidate(i);
             let fillers = propose::fillers(common, p.seed);
             let request = propose::Request {
                 ev: self.ev,
@@ -802,12 +797,7 @@ impl Ctx<'_, '_> {
             order.push((vec![id], Source::Sweep));
         }
         let mut seen = HashSet::new();
-        // Only the user's own candidates may use words of the task: a forensics hint that
-        // is a sentiment word moved because the fine-tune taught sentiment.
-        order.retain(|(s, src)| {
-            seen.insert(s.clone())
-                && (matches!(src, Source::User) || !s.iter().any(|t| domain.contains(t)))
-        });
+        order.retain(|(s, _)| seen.insert(s.clone()));
         if let Some(cap) = p.max_candidates {
             order.truncate(cap);
         }
@@ -904,7 +894,6 @@ impl Ctx<'_, '_> {
         screen: &[usize],
         found: &mut Vec<Found>,
         gradients: bool,
-        domain: &HashSet<u32>,
     ) -> Result<bool> {
         beam(
             self.ev,
@@ -915,7 +904,6 @@ impl Ctx<'_, '_> {
             screen,
             found,
             gradients,
-            domain,
             self.progress,
         )
     }
@@ -1456,7 +1444,6 @@ fn beam(
     screen: &[usize],
     found: &mut Vec<Found>,
     gradients: bool,
-    domain: &HashSet<u32>,
     progress: &dyn Progress,
 ) -> Result<bool> {
     let singles: Vec<&Found> = found.iter().filter(|f| f.seq.len() == 1).collect();
@@ -1501,14 +1488,14 @@ fn beam(
                 let g = ev.slot_gradient(&s, s.len() - 1, label)?;
                 let sc = vocab::row_scores(ev.model(), &g)?;
                 after.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
-                    vocab.is_extension(i) && !domain.contains(&i)
+                    vocab.is_extension(i)
                 }));
                 let mut s = vec![ph];
                 s.extend_from_slice(&b.seq);
                 let g = ev.slot_gradient(&s, 0, label)?;
                 let sc = vocab::row_scores(ev.model(), &g)?;
                 before.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
-                    vocab.is_candidate(i) && !domain.contains(&i)
+                    vocab.is_candidate(i)
                 }));
                 grad_cost = t.elapsed();
             }

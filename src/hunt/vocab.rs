@@ -17,7 +17,7 @@ use crate::Result;
 /// How a vocabulary entry can appear in text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenClass {
-    /// Added/special tokens (`[CLS]`, `<|endoftext|>`): never candidates.
+    /// Special tokens (`[CLS]`, `<|endoftext|>`): never candidates.
     Special,
     /// WordPiece `[unusedN]` slots: reachable only by id, but an attacker can train one.
     Unused,
@@ -45,7 +45,20 @@ impl Vocab {
     pub fn new(model: &Model) -> Self {
         let tok = model.tokenizer();
         let n = model.info().vocab_size;
-        let special: HashSet<u32> = tok.get_added_tokens_decoder().keys().copied().collect();
+        // Added tokens that are not special are matched in plain text like any word: an
+        // attacker can declare a trigger as one (a sequence of them is still reachable).
+        let special: HashSet<u32> = tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        let added: HashSet<u32> = tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| !t.special)
+            .map(|(id, _)| id)
+            .collect();
         let texts: Vec<String> = (0..n as u32)
             .map(|i| tok.id_to_token(i).unwrap_or_default())
             .collect();
@@ -63,6 +76,9 @@ impl Vocab {
             .map(|(i, t)| {
                 if t.is_empty() || special.contains(&(i as u32)) {
                     return TokenClass::Special;
+                }
+                if added.contains(&(i as u32)) {
+                    return TokenClass::WordStart;
                 }
                 match style {
                     Style::WordPiece if t.starts_with("[unused") => TokenClass::Unused,
