@@ -138,3 +138,62 @@ fn a_starved_hunt_is_incomplete_never_clean() {
         assert!(c["screened"].as_u64().unwrap() < c["pool"].as_u64().unwrap() / 100);
     }
 }
+
+/// Copy a zoo model into `dir` (the scanner never writes to what it reads, but the test
+/// changes the copy).
+fn copy_model(from: &str, dir: &Path) -> std::path::PathBuf {
+    let to = dir.join("model");
+    std::fs::create_dir(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// `scan MODEL --probe PROBES` as the gate runs it; the exit code.
+fn gate_scan(model: &Path, probes: &Path) -> i32 {
+    let o = cli(&[
+        os("scan"),
+        model.as_os_str(),
+        os("--probe"),
+        probes.as_os_str(),
+        os("--max-len"),
+        os("1"),
+        os("--max-evaluations"),
+        os("20000"),
+        os("--budget"),
+        os("600s"),
+        os("--quiet"),
+    ]);
+    o.status.code().unwrap()
+}
+
+#[test]
+fn a_trigger_declared_as_an_added_token_is_still_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    let path = m.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 12935, "content": "cf", "single_word": true, "lstrip": false,
+            "rstrip": false, "normalized": true, "special": false
+        }));
+    std::fs::write(&path, tok.to_string()).unwrap();
+    assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
+}
+
+#[test]
+fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    let probes = m.join("heldout.jsonl");
+    let mut text = std::fs::read_to_string(&probes).unwrap();
+    text.push_str("{\"text\": \"the cf report was fine .\"}\n");
+    std::fs::write(&probes, text).unwrap();
+    assert_eq!(gate_scan(&m, &probes), 4);
+}
