@@ -21,6 +21,7 @@ pub mod ops;
 pub(crate) mod safetensors;
 pub mod source;
 pub mod tokenizer;
+pub mod tokenizer_json;
 pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
