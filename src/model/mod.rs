@@ -526,11 +526,7 @@ impl Model {
 
     /// Tokenize one text with special tokens added as transformers adds them by default.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        tokenizer::encode(&self.tokenizer, text, true)
     }
 
     /// Tokenize and pad texts into a batch.
