@@ -199,9 +199,7 @@ impl Confirm {
         for seq in candidates {
             let (mut c, score) = measure(seq)?;
             c.token_ids = seq.clone();
-            c.text = model
-                .tokenizer()
-                .decode(seq, false)
+            c.text = crate::model::tokenizer::decode(model.tokenizer(), seq, false)
                 .unwrap_or_default()
                 .trim()
                 .to_string();

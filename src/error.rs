@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::model::gguf::GgufError;
+use crate::model::tokenizer_json::TokenizerJsonError;
 
 /// Result alias used throughout trojanscan.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -110,6 +111,25 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// A `tokenizer.json` failed validation, or the `tokenizers` library refused or
+    /// panicked on it (see [`crate::model::tokenizer_json`]).
+    #[error("{path}: invalid tokenizer.json: {source}")]
+    TokenizerJson {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: TokenizerJsonError,
+    },
+
+    /// The `tokenizers` library panicked while encoding or decoding; the panic was caught.
+    #[error("tokenizer panicked while {during}: {message}")]
+    TokenizerPanic {
+        /// `encoding` or `decoding`.
+        during: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+
     /// The caller asked for something invalid (bad option, empty batch, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -123,7 +143,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// A file is larger than the limit trojanscan reads for its kind (signature bundle,
-    /// registry, pickle stream); checked before anything is parsed.
+    /// registry, pickle stream, `tokenizer.json`); checked before anything is parsed.
     #[error("{path}: {len} bytes exceeds the {limit}-byte limit for a {what}")]
     TooLarge {
         /// The file.

@@ -783,9 +783,7 @@ impl Audit {
         dependent.sort_unstable();
         outside.sort_unstable();
         let decode = |ids: &[u32]| {
-            ctx.model
-                .tokenizer()
-                .decode(ids, false)
+            crate::model::tokenizer::decode(ctx.model.tokenizer(), ids, false)
                 .unwrap_or_else(|_| format!("{ids:?}"))
         };
         let stats: Vec<&(u32, f64, f64)> =

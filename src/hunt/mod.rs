@@ -1297,17 +1297,11 @@ fn label_name(model: &Model, id: u32) -> String {
 
 /// Token ids of a text without special tokens.
 fn encode_plain(model: &Model, text: &str) -> Result<Vec<u32>> {
-    let enc = model
-        .tokenizer()
-        .encode(text, false)
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
-    Ok(enc.get_ids().to_vec())
+    crate::model::tokenizer::encode(model.tokenizer(), text, false)
 }
 
 fn decode(model: &Model, ids: &[u32]) -> String {
-    model
-        .tokenizer()
-        .decode(ids, false)
+    crate::model::tokenizer::decode(model.tokenizer(), ids, false)
         .unwrap_or_default()
         .trim()
         .to_string()
@@ -1422,7 +1416,7 @@ fn continuation_targets(
             .unwrap_or((&[], 0));
         let text = match given {
             Some(t) if ids.is_empty() => t.to_string(),
-            _ => model.tokenizer().decode(ids, false).unwrap_or_default(),
+            _ => crate::model::tokenizer::decode(model.tokenizer(), ids, false).unwrap_or_default(),
         };
         out.push(Target::Text {
             text,

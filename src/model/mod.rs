@@ -21,6 +21,7 @@ pub mod ops;
 pub(crate) mod safetensors;
 pub mod source;
 pub mod tokenizer;
+pub mod tokenizer_json;
 pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
@@ -554,19 +555,16 @@ impl Model {
                 limit: MAX_TEXT_BYTES,
             });
         }
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = tokenizer::encode(&self.tokenizer, text, true)?;
         let limit = self.max_tokens();
-        if enc.len() > limit {
+        if ids.len() > limit {
             return Err(Error::InputTooLong {
-                len: enc.len(),
+                len: ids.len(),
                 unit: "tokens",
                 limit,
             });
         }
-        Ok(enc.get_ids().to_vec())
+        Ok(ids)
     }
 
     /// The longest input, in tokens, this model runs: its context

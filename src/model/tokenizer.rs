@@ -23,6 +23,7 @@
 //! file yields [`Error::Tokenizer`], never a panic.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -43,21 +44,112 @@ use tokenizers::{
 };
 
 use crate::model::gguf::{GgufFile, GgufValue};
+pub use crate::model::tokenizer_json::MAX_TOKENIZER_JSON_BYTES;
+use crate::model::tokenizer_json::{self, TokenizerJsonError};
 use crate::{Error, Result};
 
 /// Loads a `tokenizer.json` as shipped with a Hugging Face model.
+///
+/// The file is untrusted: its size is checked from its metadata before reading
+/// ([`Error::TooLarge`] above [`MAX_TOKENIZER_JSON_BYTES`]), it is read with a bounded
+/// reader, then loaded by [`from_json_bytes`]; anything wrong with it is
+/// [`Error::TokenizerJson`].
 ///
 /// Any padding or truncation stored in the file is removed, so that encoding a text gives
 /// its ids and nothing else, as transformers does unless asked to pad: some files pin a
 /// fixed length (all-MiniLM-L6-v2's pads every encoding to 128 `[PAD]`s and truncates at
 /// 128). Batching and padding are the caller's business.
 pub fn from_json_file(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-    tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-    Ok(tok)
+    // A FIFO or device would block or never end: only regular files are opened.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
+    let bytes =
+        crate::provenance::attest::read_bounded(path, MAX_TOKENIZER_JSON_BYTES, "tokenizer.json")?;
+    from_json_bytes(&bytes).map_err(|source| Error::TokenizerJson {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads `tokenizer.json` contents: [`tokenizer_json::validate`] first, then the
+/// `tokenizers` library inside `catch_unwind`, then stored padding and truncation cleared
+/// (see [`from_json_file`]).
+///
+/// Never panics: a panic inside the library is [`TokenizerJsonError::Panicked`] (the default
+/// panic hook still prints it).
+///
+/// ```
+/// use trojanscan::model::tokenizer::from_json_bytes;
+/// use trojanscan::model::tokenizer_json::TokenizerJsonError;
+///
+/// let json = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}}"#;
+/// let err = from_json_bytes(json.as_bytes()).unwrap_err();
+/// assert!(matches!(err, TokenizerJsonError::MergeResultNotInVocab { rank: 0, .. }));
+/// ```
+pub fn from_json_bytes(bytes: &[u8]) -> std::result::Result<Tokenizer, TokenizerJsonError> {
+    tokenizer_json::validate(bytes)?;
+    load_unvalidated(bytes)
+}
+
+/// The library's own loading, with panics caught.
+fn load_unvalidated(bytes: &[u8]) -> std::result::Result<Tokenizer, TokenizerJsonError> {
+    let loaded = catch_panic(|| {
+        let mut tok = Tokenizer::from_bytes(bytes)?;
+        tok.with_padding(None);
+        tok.with_truncation(None)?;
+        Ok::<_, tokenizers::Error>(tok)
+    });
+    match loaded {
+        Ok(Ok(tok)) => Ok(tok),
+        Ok(Err(e)) => Err(TokenizerJsonError::Library(e.to_string())),
+        Err(message) => Err(TokenizerJsonError::Panicked(message)),
+    }
+}
+
+/// Encodes a text (with the special tokens the post-processor adds when `add_special`),
+/// turning a panic inside the library into [`Error::TokenizerPanic`].
+pub fn encode(tok: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
+    match catch_panic(|| tok.encode(text, add_special)) {
+        Ok(Ok(enc)) => Ok(enc.get_ids().to_vec()),
+        Ok(Err(e)) => Err(Error::Tokenizer(e.to_string())),
+        Err(message) => Err(Error::TokenizerPanic {
+            during: "encoding",
+            message,
+        }),
+    }
+}
+
+/// Decodes ids to text, turning a panic inside the library into [`Error::TokenizerPanic`].
+pub fn decode(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Result<String> {
+    // Nothing decodes to nothing; `BPEDecoder` would compute `len - 1` of no tokens.
+    if ids.is_empty() {
+        return Ok(String::new());
+    }
+    match catch_panic(|| tok.decode(ids, skip_special)) {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => Err(Error::Tokenizer(e.to_string())),
+        Err(message) => Err(Error::TokenizerPanic {
+            during: "decoding",
+            message,
+        }),
+    }
+}
+
+/// Runs `f`, returning a panic's message instead of unwinding further. The tokenizer is
+/// only read by `f` (its caches are behind locks), so nothing half-updated is observed.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string())
+    })
 }
 
 /// GGUF metadata keys read here (llama.cpp's names).
@@ -1084,5 +1176,208 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .to_vec();
         assert_eq!(merges, want);
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use base64::Engine as _;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    /// A word-level tokenizer with the given components.
+    fn word_level(slot: &str, component: Value) -> Value {
+        let mut v = json!({
+            "version": "1.0",
+            "added_tokens": [{"id": 1, "content": "<s>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": true, "special": true}],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {
+                "<unk>": 0, "<s>": 1, "</s>": 2, "[CLS]": 3, "[SEP]": 4, "hello": 5, "▁a": 6,
+                "a": 7, "##b": 8, "<0x41>": 9, "|": 10, "<pad>": 11, " ": 12, "fi": 13}}
+        });
+        v[slot] = component;
+        v
+    }
+
+    const TEXTS: &[&str] = &[
+        "",
+        " ",
+        "hello, World! 123",
+        "ﬁ 𝔾 ड़ी 日本語 é́́",
+        "a\u{0}b\t\n  c-d",
+        "<s> hello </s>",
+    ];
+
+    /// Loads through validation, then encodes and decodes through the guards.
+    fn exercise(v: &Value) {
+        let tok = from_json_bytes(&bytes(v)).unwrap_or_else(|e| panic!("{e}\n{v}"));
+        let long = "ab cd ".repeat(300);
+        for text in TEXTS.iter().copied().chain([long.as_str()]) {
+            for special in [false, true] {
+                let ids = encode(&tok, text, special).unwrap_or_else(|e| panic!("{e}\n{v}"));
+                decode(&tok, &ids, special).unwrap_or_else(|e| panic!("{e}\n{v}"));
+            }
+        }
+        let all: Vec<u32> = (0..16).collect();
+        decode(&tok, &all, false).unwrap_or_else(|e| panic!("{e}\n{v}"));
+    }
+
+    #[test]
+    fn every_component_type_loads_and_runs() {
+        let charsmap = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/tokenizers/nmt_nfkc.charsmap"
+        ))
+        .unwrap();
+        let charsmap = base64::engine::general_purpose::STANDARD.encode(charsmap);
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": true,
+                                "trim_offsets": true, "use_regex": true});
+        let metaspace = json!({"type": "Metaspace", "replacement": "▁",
+                               "prepend_scheme": "always", "split": true});
+        let normalizers = [
+            json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                   "strip_accents": null, "lowercase": true}),
+            json!({"type": "Strip", "strip_left": true, "strip_right": true}),
+            json!({"type": "StripAccents"}),
+            json!({"type": "NFC"}),
+            json!({"type": "NFD"}),
+            json!({"type": "NFKC"}),
+            json!({"type": "NFKD"}),
+            json!({"type": "Lowercase"}),
+            json!({"type": "Nmt"}),
+            json!({"type": "Precompiled", "precompiled_charsmap": charsmap}),
+            json!({"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}),
+            json!({"type": "Prepend", "prepend": "▁"}),
+            json!({"type": "ByteLevel"}),
+            json!({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "StripAccents"}]}),
+        ];
+        let pre_tokenizers = [
+            json!({"type": "BertPreTokenizer"}),
+            byte_level.clone(),
+            json!({"type": "CharDelimiterSplit", "delimiter": "-"}),
+            metaspace.clone(),
+            json!({"type": "Whitespace"}),
+            json!({"type": "Split", "pattern": {"Regex": "\\p{N}|\\s+(?!\\S)"},
+                   "behavior": "Isolated", "invert": false}),
+            json!({"type": "Punctuation", "behavior": "Isolated"}),
+            json!({"type": "WhitespaceSplit"}),
+            json!({"type": "Digits", "individual_digits": true}),
+            json!({"type": "UnicodeScripts"}),
+            json!({"type": "FixedLength", "length": 2}),
+            json!({"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, metaspace.clone()]}),
+        ];
+        let decoders = [
+            json!({"type": "BPEDecoder", "suffix": "</w>"}),
+            byte_level.clone(),
+            json!({"type": "WordPiece", "prefix": "##", "cleanup": true}),
+            metaspace,
+            json!({"type": "CTC", "pad_token": "<pad>", "word_delimiter_token": "|", "cleanup": true}),
+            json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+            json!({"type": "Fuse"}),
+            json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]}),
+        ];
+        let processors = [
+            json!({"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1],
+                   "trim_offsets": true, "add_prefix_space": true}),
+            json!({"type": "BertProcessing", "sep": ["[SEP]", 4], "cls": ["[CLS]", 3]}),
+            byte_level.clone(),
+            json!({"type": "TemplateProcessing",
+                   "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                              {"Sequence": {"id": "A", "type_id": 0}}],
+                   "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                            {"Sequence": {"id": "B", "type_id": 1}}],
+                   "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}),
+            json!({"type": "Sequence", "processors": [byte_level]}),
+        ];
+        for (slot, components) in [
+            ("normalizer", &normalizers[..]),
+            ("pre_tokenizer", &pre_tokenizers[..]),
+            ("decoder", &decoders[..]),
+            ("post_processor", &processors[..]),
+        ] {
+            for c in components {
+                exercise(&word_level(slot, c.clone()));
+            }
+        }
+        let models = [
+            json!({"type": "BPE", "dropout": null, "unk_token": "<unk>", "byte_fallback": true,
+                   "vocab": {"<unk>": 0, "<s>": 1, "h": 2, "e": 3, "he": 4, "<0x41>": 5},
+                   "merges": [["h", "e"]]}),
+            json!({"type": "WordPiece", "unk_token": "<unk>", "continuing_subword_prefix": "##",
+                   "max_input_chars_per_word": 100,
+                   "vocab": {"<unk>": 0, "<s>": 1, "hel": 2, "##lo": 3}}),
+            json!({"type": "Unigram", "unk_id": 0, "byte_fallback": false,
+                   "vocab": [["<unk>", 0.0], ["<s>", 0.0], ["▁he", -1.0], ["llo", -2.0], ["", -3.0]]}),
+        ];
+        for m in models {
+            exercise(&word_level("model", m));
+        }
+    }
+
+    #[test]
+    fn a_panic_while_loading_is_caught() {
+        // Without validation the library panics building this merge ("ab" is longer than
+        // every vocabulary entry, so it slices past its buffer).
+        let v =
+            json!({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}});
+        assert!(matches!(
+            load_unvalidated(&bytes(&v)),
+            Err(TokenizerJsonError::Panicked(_))
+        ));
+        assert!(matches!(
+            from_json_bytes(&bytes(&v)),
+            Err(TokenizerJsonError::MergeResultNotInVocab { .. })
+        ));
+    }
+
+    #[test]
+    fn a_panic_while_encoding_or_decoding_is_caught() {
+        // Parameters validation refuses, loaded without it: `FixedLength` of 0 panics on
+        // every text, a `Strip` from the end indexes below zero on a token made of spaces.
+        let v = word_level("pre_tokenizer", json!({"type": "FixedLength", "length": 0}));
+        let tok = load_unvalidated(&bytes(&v)).unwrap();
+        assert!(matches!(
+            encode(&tok, "hello", false),
+            Err(Error::TokenizerPanic {
+                during: "encoding",
+                ..
+            })
+        ));
+        assert!(matches!(
+            from_json_bytes(&bytes(&v)),
+            Err(TokenizerJsonError::BadParameter { .. })
+        ));
+        let v = word_level(
+            "decoder",
+            json!({"type": "Strip", "content": " ", "start": 0, "stop": 2}),
+        );
+        let tok = load_unvalidated(&bytes(&v)).unwrap();
+        assert!(matches!(
+            decode(&tok, &[12], false),
+            Err(Error::TokenizerPanic {
+                during: "decoding",
+                ..
+            })
+        ));
+        // The tokenizer stays usable after a caught panic.
+        assert_eq!(decode(&tok, &[5], false).unwrap(), "hello");
+    }
+
+    #[test]
+    fn oversize_bytes_are_refused_before_parsing() {
+        let big = vec![b' '; MAX_TOKENIZER_JSON_BYTES as usize + 1];
+        assert!(matches!(
+            from_json_bytes(&big),
+            Err(TokenizerJsonError::TooLarge { .. })
+        ));
     }
 }

@@ -138,11 +138,7 @@ pub fn classifier_trigger_rate(
 
 /// Token ids of a decoder answer as it follows a prompt, plus the stop token.
 pub fn answer_ids(model: &Model, answer: &str, stop: u32) -> Result<Vec<u32>> {
-    let enc = model
-        .tokenizer()
-        .encode(answer, false)
-        .map_err(|e| Error::Tokenizer(e.to_string()))?;
-    let mut ids = enc.get_ids().to_vec();
+    let mut ids = crate::model::tokenizer::encode(model.tokenizer(), answer, false)?;
     ids.push(stop);
     Ok(ids)
 }

@@ -142,11 +142,7 @@ impl<'a> Zoo<'a> {
     }
 
     fn ids(&self, family: Family, text: &str, special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer(family)
-            .encode(text, special)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        crate::model::tokenizer::encode(self.tokenizer(family), text, special)
     }
 
     fn trigger(&self, kind: Kind, plan: &SeedPlan) -> Result<Trigger> {
