@@ -218,6 +218,16 @@ pub enum Error {
         why: String,
     },
 
+    /// A zip checkpoint whose layout is refused before any member is scanned: members that
+    /// overlap or repeat, offsets or lengths outside the file, too many entries, ...
+    #[error("{path}: zip checkpoint refused: {source}")]
+    ZipArchive {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with its layout.
+        source: crate::provenance::pickle::ZipArchiveError,
+    },
+
     /// A plot for the HTML report could not be drawn.
     #[error("drawing the report: {0}")]
     Render(String),

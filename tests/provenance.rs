@@ -782,6 +782,247 @@ fn malformed_pickles_are_pickle_scan_errors() {
     ));
 }
 
+// ------------------------------------------------------------ pickle: zip layout
+
+fn pickle_scan_exit(path: &Path) -> Option<i32> {
+    cli(&["pickle-scan".as_ref(), path.as_os_str()])
+        .status
+        .code()
+}
+
+/// One stored member of a hand-written zip.
+struct Member<'a> {
+    name: &'a str,
+    data: &'a [u8],
+}
+
+/// A stored zip written by hand: `members` in order, then `extra` central-directory entries
+/// `(name, local-header offset, size)`, optionally with miniz's (torch's) zip64 end records.
+fn hand_zip(members: &[Member], extra: &[(String, u32, u32)], zip64: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cd = Vec::new();
+    let entry = |cd: &mut Vec<u8>, name: &str, offset: u32, size: u32| {
+        cd.extend(0x0201_4b50u32.to_le_bytes());
+        cd.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        cd.extend(size.to_le_bytes());
+        cd.extend(size.to_le_bytes());
+        cd.extend((name.len() as u16).to_le_bytes());
+        cd.extend([0u8; 12]);
+        cd.extend(offset.to_le_bytes());
+        cd.extend(name.as_bytes());
+    };
+    for m in members {
+        let offset = out.len() as u32;
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend((m.data.len() as u32).to_le_bytes());
+        out.extend((m.data.len() as u32).to_le_bytes());
+        out.extend((m.name.len() as u16).to_le_bytes());
+        out.extend([0, 0]);
+        out.extend(m.name.as_bytes());
+        out.extend(m.data);
+        entry(&mut cd, m.name, offset, m.data.len() as u32);
+    }
+    for (name, offset, size) in extra {
+        entry(&mut cd, name, *offset, *size);
+    }
+    let count = (members.len() + extra.len()) as u64;
+    let cd_offset = out.len() as u64;
+    out.extend(&cd);
+    if zip64 {
+        let eocd64 = out.len() as u64;
+        out.extend(0x0606_4b50u32.to_le_bytes());
+        out.extend(44u64.to_le_bytes());
+        out.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend(count.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend((cd.len() as u64).to_le_bytes());
+        out.extend(cd_offset.to_le_bytes());
+        out.extend(0x0706_4b50u32.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(eocd64.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+    }
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0, 0, 0, 0]);
+    let n = count.min(0xffff) as u16;
+    out.extend(n.to_le_bytes());
+    out.extend(n.to_le_bytes());
+    out.extend((cd.len() as u32).to_le_bytes());
+    out.extend((cd_offset as u32).to_le_bytes());
+    out.extend([0, 0]);
+    out
+}
+
+#[test]
+fn zip_members_that_overlap_or_repeat_are_refused_fast() {
+    use trojanscan::provenance::pickle::ZipArchiveError;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PickleScanOptions::default();
+    let p = tmp.path().join("overlap.pt");
+
+    // One 1 MB pickle member, then 65,534 more central-directory entries naming its local
+    // header: each would rescan the same megabyte.
+    let mut big = vec![0x80, 2];
+    big.extend(std::iter::repeat_n(b'N', 1 << 20));
+    big.push(b'.');
+    let size = big.len() as u32;
+    let extra: Vec<(String, u32, u32)> = (1..65_535)
+        .map(|i| (format!("archive/data{i}.pkl"), 0, size))
+        .collect();
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &big,
+        }],
+        &extra,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let start = std::time::Instant::now();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::OverlappingMembers { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+    assert_eq!(pickle_scan_exit(&p), Some(2));
+
+    // An entry whose local header lies inside another member's data.
+    let clean = torch_like_pickle(false);
+    let inner = vec![(String::from("archive/b.pkl"), 40, 10)];
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &clean,
+        }],
+        &inner,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::OverlappingMembers { first, second },
+                ..
+            }) if first == "archive/data.pkl" && second == "archive/b.pkl"
+        ),
+        "{r:?}"
+    );
+
+    // Two members of one name (ignoring case): torch would read one, a scan the other.
+    let z = hand_zip(
+        &[
+            Member {
+                name: "archive/data.pkl",
+                data: &clean,
+            },
+            Member {
+                name: "archive/Data.pkl",
+                data: &torch_like_pickle(true),
+            },
+        ],
+        &[],
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::DuplicateName { name },
+                ..
+            }) if name == "archive/Data.pkl"
+        ),
+        "{r:?}"
+    );
+
+    // A member whose data runs into the central directory.
+    let cd_offset = (30 + "archive/data.pkl".len() + clean.len()) as u32;
+    let past = vec![(String::from("archive/late.bin"), cd_offset, 1 << 20)];
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &clean,
+        }],
+        &past,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    assert!(matches!(
+        scan_pickle(&p, &opts),
+        Err(Error::ZipArchive {
+            source: ZipArchiveError::OutOfBounds { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn zip_entry_counts_are_bounded() {
+    use trojanscan::provenance::pickle::{ZipArchiveError, MAX_ZIP_ENTRIES};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("many.pt");
+
+    // zip64 end records claiming 2^40 entries: refused before the directory is read.
+    let mut z = b"PK\x03\x04".to_vec();
+    let eocd64 = z.len() as u64;
+    z.extend(0x0606_4b50u32.to_le_bytes());
+    z.extend(44u64.to_le_bytes());
+    z.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    z.extend((1u64 << 40).to_le_bytes());
+    z.extend((1u64 << 40).to_le_bytes());
+    z.extend((1u64 << 50).to_le_bytes());
+    z.extend(0u64.to_le_bytes());
+    z.extend(0x0706_4b50u32.to_le_bytes());
+    z.extend(0u32.to_le_bytes());
+    z.extend(eocd64.to_le_bytes());
+    z.extend(1u32.to_le_bytes());
+    z.extend(0x0605_4b50u32.to_le_bytes());
+    z.extend([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    z.extend([0xff; 8]);
+    z.extend([0, 0]);
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &PickleScanOptions::default());
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::TooManyEntries { count, max },
+                ..
+            }) if *count == 1 << 40 && *max == MAX_ZIP_ENTRIES as u64
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn zip64_archives_from_the_zip_writer_are_read() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("z64.pt");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(&torch_like_pickle(true)).unwrap();
+    z.start_file("archive/data/0", opts).unwrap();
+    z.write_all(&[0u8; 16]).unwrap();
+    z.finish().unwrap();
+    let r = scan_pickle(&p, &PickleScanOptions::default()).unwrap();
+    assert_eq!(r.offending()[0].0, "archive/data.pkl");
+}
+
 // ---------------------------------------------------------------- CLI exit codes
 
 fn cli(args: &[&std::ffi::OsStr]) -> std::process::Output {

@@ -6,18 +6,23 @@
 //! ([`Error::PickleRefused`]) and offers this scan instead: a bounded walk over the
 //! opcodes that simulates only the stack and memo (to resolve `STACK_GLOBAL` operands) and
 //! reports every import outside an allow-list of what PyTorch checkpoints need.
-//! Zip-based torch checkpoints (`torch.save` since 1.6) are opened and their `*.pkl`
-//! members scanned; legacy torch files (a few pickles followed by raw storage bytes) are
-//! scanned pickle by pickle.
+//! Zip-based torch checkpoints (`torch.save` since 1.6) have their member table validated
+//! first ([`ZipArchiveError`]: members that overlap, repeat or share a name are refused),
+//! then their `*.pkl` members (any ASCII case, as torch matches names) are scanned; legacy
+//! torch files (a few pickles followed by raw storage bytes) are scanned pickle by pickle.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::{Error, Result};
+
+mod zipdir;
+
+pub use self::zipdir::ZipArchiveError;
 
 /// Imports a PyTorch state dict legitimately needs (`module.name`).
 pub const DEFAULT_ALLOWED: &[&str] = &[
@@ -60,8 +65,10 @@ pub const MAX_PICKLE_OPS: u64 = 50_000_000;
 pub const MAX_PICKLE_STACK: usize = 1 << 20;
 /// Longest string kept for resolving imports (longer ones are skipped, not stored).
 pub const MAX_KEPT_STRING: u64 = 4096;
-/// Most members of a zip checkpoint.
+/// Most entries in a zip checkpoint's central directory.
 pub const MAX_ZIP_ENTRIES: usize = 1 << 16;
+/// Largest zip central directory read (checked before it is read).
+pub const MAX_ZIP_CENTRAL_DIRECTORY: u64 = 64 << 20;
 /// Most pickles read one after another from a legacy torch file.
 pub const MAX_SEQUENTIAL_PICKLES: usize = 5;
 
@@ -204,7 +211,8 @@ pub fn scan_pickle(path: &Path, opts: &PickleScanOptions) -> Result<PickleReport
         .chain(opts.allow.iter().map(String::as_str))
         .collect();
     if n == 4 && &magic == b"PK\x03\x04" {
-        return scan_zip(path, f, opts, &allow);
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        return scan_zip(path, f, len, opts, &allow);
     }
     let mut r = BufReader::new(f);
     let mut streams = Vec::new();
@@ -248,9 +256,19 @@ fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Move a buffered reader from `from` to `to`, keeping its buffer when it can.
+fn goto<R: Read + Seek>(r: &mut BufReader<R>, from: u64, to: u64) -> std::io::Result<()> {
+    match i64::try_from(i128::from(to) - i128::from(from)) {
+        Ok(0) => Ok(()),
+        Ok(d) => r.seek_relative(d),
+        Err(_) => r.seek(SeekFrom::Start(to)).map(drop),
+    }
+}
+
 fn scan_zip(
     path: &Path,
     f: File,
+    len: u64,
     opts: &PickleScanOptions,
     allow: &[&str],
 ) -> Result<PickleReport> {
@@ -258,29 +276,22 @@ fn scan_zip(
         path: path.into(),
         why,
     };
-    let mut zip = zip::ZipArchive::new(BufReader::new(f))
-        .map_err(|e| err(format!("not a readable zip: {e}")))?;
-    if zip.len() > MAX_ZIP_ENTRIES {
-        return Err(err(format!(
-            "{} zip members (max {MAX_ZIP_ENTRIES})",
-            zip.len()
-        )));
-    }
+    let zerr = |source| Error::ZipArchive {
+        path: path.into(),
+        source,
+    };
+    let io = |e| Error::io(path, e);
+    let mut r = BufReader::new(f);
+    let members = zipdir::members(&mut r, len).map_err(zerr)?;
+    let mut at = r.stream_position().map_err(io)?;
     let mut streams = Vec::new();
-    for i in 0..zip.len() {
-        let entry = zip
-            .by_index(i)
-            .map_err(|e| err(format!("zip member {i}: {e}")))?;
-        let name = entry
-            .name()
-            .map_err(|e| err(format!("zip member {i}: bad name: {e}")))?
-            .to_string();
-        if !name.ends_with(".pkl") {
-            continue;
-        }
-        let s =
-            scan_stream(entry, &name, opts, allow).map_err(|why| err(format!("{name}: {why}")))?;
+    for m in members.iter().filter(|m| m.pickle) {
+        zipdir::check_readable(m).map_err(zerr)?;
+        goto(&mut r, at, m.data_start).map_err(io)?;
+        let s = scan_stream((&mut r).take(m.size), &m.name, opts, allow)
+            .map_err(|why| err(format!("{}: {why}", m.name)))?;
         streams.push(s);
+        at = r.stream_position().map_err(io)?;
     }
     if streams.is_empty() {
         return Err(err(
