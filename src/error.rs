@@ -290,6 +290,34 @@ pub enum Error {
         why: String,
     },
 
+    /// Bytes follow a complete pickle in a file (or zip member) and do not form another
+    /// pickle, nor (in a legacy torch file) the storage records its pickles declare. A scan
+    /// never calls such a file clean: what other readers make of those bytes is unknown.
+    #[error(
+        "{path}: {len} bytes at offset {offset} (in `{member}`) follow a complete pickle and \
+         are not one"
+    )]
+    PickleTrailingData {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The pickle they would be: `#n` in a plain file, `name#n` in zip member `name`.
+        member: String,
+        /// Where they start, from the start of the file.
+        offset: u64,
+        /// How many bytes are left from there to the end of the file or member.
+        len: u64,
+    },
+
+    /// A zip checkpoint whose layout is refused before any member is scanned: members that
+    /// overlap or repeat, offsets or lengths outside the file, too many entries, ...
+    #[error("{path}: zip checkpoint refused: {source}")]
+    ZipArchive {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with its layout.
+        source: crate::provenance::pickle::ZipArchiveError,
+    },
+
     /// A plot for the HTML report could not be drawn.
     #[error("drawing the report: {0}")]
     Render(String),

@@ -782,6 +782,495 @@ fn malformed_pickles_are_pickle_scan_errors() {
     ));
 }
 
+// ------------------------------------------------- pickle: every pickle, every member
+
+/// `cos\nsystem\n(S'echo pwned'\ntR.`: protocol 0 (no PROTO opcode), `os.system`.
+const P0_PAYLOAD: &[u8] = b"cos\nsystem\n(S'echo pwned'\ntR.";
+
+/// The five pickles `torch.save(..., _use_new_zipfile_serialization=False)` writes (magic
+/// number, protocol version, system info, the object, its storage keys) for
+/// `torch_like_pickle`'s one storage (key `0`, 4 floats), then that storage's record.
+fn legacy_torch(evil: bool) -> Vec<u8> {
+    let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    f.extend(b"\x80\x02M\xe9\x03.");
+    f.extend(b"\x80\x02}q\x00(X\x10\x00\x00\x00protocol_versionq\x01M\xe9\x03u.");
+    f.extend(torch_like_pickle(evil));
+    f.extend(b"\x80\x02]q\x00X\x01\x00\x00\x000q\x01a.");
+    f.extend(4u64.to_le_bytes());
+    f.extend([0u8; 16]);
+    f
+}
+
+fn pickle_scan_exit(path: &Path) -> Option<i32> {
+    cli(&["pickle-scan".as_ref(), path.as_os_str()])
+        .status
+        .code()
+}
+
+#[test]
+fn every_pickle_of_a_plain_file_is_scanned_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PickleScanOptions::default();
+    let p = tmp.path().join("multi.pt");
+
+    // A protocol-2 pickle of a large int, then a protocol-0 pickle calling os.system.
+    let mut f = b"\x80\x02\x8a\x08\x01\x02\x03\x04\x05\x06\x07\x08.".to_vec();
+    f.extend(P0_PAYLOAD);
+    std::fs::write(&p, &f).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert_eq!(r.container, "pickle");
+    assert_eq!(r.streams.len(), 2);
+    assert_eq!((r.streams[1].offset, r.streams[1].len), (13, 29));
+    let off: Vec<(&str, String)> = r
+        .offending()
+        .iter()
+        .map(|(m, i)| (*m, i.global()))
+        .collect();
+    assert_eq!(off, [("#1", "os.system".to_string())]);
+    assert_eq!(r.offending()[0].1.opcode, "GLOBAL");
+    assert_eq!(pickle_scan_exit(&p), Some(1));
+
+    // The same payload after several clean pickles of protocols 2, 3, 4 and 0.
+    let mut f = Vec::new();
+    f.extend(b"\x80\x02K\x01.");
+    f.extend(b"\x80\x03X\x01\x00\x00\x00a.");
+    f.extend(b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00\x88.");
+    f.extend(b"I42\n.");
+    f.extend(P0_PAYLOAD);
+    std::fs::write(&p, &f).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert_eq!(r.streams.len(), 5);
+    let off: Vec<(&str, String)> = r
+        .offending()
+        .iter()
+        .map(|(m, i)| (*m, i.global()))
+        .collect();
+    assert_eq!(off, [("#4", "os.system".to_string())]);
+    assert_eq!(pickle_scan_exit(&p), Some(1));
+}
+
+#[test]
+fn legacy_torch_files_walk_their_storage_records_then_read_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PickleScanOptions::default();
+    let p = tmp.path().join("legacy.bin");
+
+    // A clean legacy file: five pickles, then one storage record of 8 + 16 bytes.
+    let clean = legacy_torch(false);
+    std::fs::write(&p, &clean).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert!(r.is_clean(), "{:?}", r.offending());
+    assert_eq!(r.streams.len(), 5);
+    let storage = r.storage.clone().unwrap();
+    assert_eq!(
+        (storage.offset, storage.len, storage.count),
+        (clean.len() as u64 - 24, 24, 1)
+    );
+    assert_eq!(pickle_scan_exit(&p), Some(0));
+
+    // A payload in the object is found as before.
+    std::fs::write(&p, legacy_torch(true)).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert_eq!(r.offending()[0].0, "#3");
+
+    // A protocol-0 payload after the storage records is read too.
+    let mut f = clean.clone();
+    f.extend(P0_PAYLOAD);
+    std::fs::write(&p, &f).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert_eq!(r.storage, Some(storage.clone()));
+    let off: Vec<(&str, String)> = r
+        .offending()
+        .iter()
+        .map(|(m, i)| (*m, i.global()))
+        .collect();
+    assert_eq!(off, [("#5", "os.system".to_string())]);
+    assert_eq!(pickle_scan_exit(&p), Some(1));
+
+    // A storage record whose element count differs from the one declared is not walked:
+    // its bytes are held to the rule for any other bytes.
+    let mut f = clean.clone();
+    let at = f.len() - 24;
+    f[at] = 5;
+    std::fs::write(&p, &f).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::PickleTrailingData { member, offset, len: 24, .. })
+                if member == "#5" && *offset == at as u64
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn bytes_after_a_pickle_that_are_not_one_are_a_typed_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("trailing.pkl");
+    let opts = PickleScanOptions::default();
+    let cases: [(&str, &[u8]); 4] = [
+        ("garbage", b"\xfa\xfb\xfc"),
+        ("a string running past the end", b"X\x10\x00\x00\x00ab"),
+        // Unpicklers run os.system at REDUCE, before they find the stream truncated.
+        ("truncated payload", b"cos\nsystem\n(S'echo pwned'\ntR"),
+        ("raw bytes", &[0u8; 24]),
+    ];
+    for (what, tail) in cases {
+        let mut f = b"\x80\x02K\x01.".to_vec();
+        f.extend(tail);
+        std::fs::write(&p, &f).unwrap();
+        let r = scan_pickle(&p, &opts);
+        assert!(
+            matches!(
+                &r,
+                Err(Error::PickleTrailingData { member, offset: 5, len, .. })
+                    if member == "#1" && *len == tail.len() as u64
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(pickle_scan_exit(&p), Some(2), "{what}");
+    }
+}
+
+/// One stored member of a hand-written zip.
+struct Member<'a> {
+    name: &'a str,
+    data: &'a [u8],
+}
+
+/// A stored zip written by hand: `members` in order, then `extra` central-directory entries
+/// `(name, local-header offset, size)`, optionally with miniz's (torch's) zip64 end records.
+fn hand_zip(members: &[Member], extra: &[(String, u32, u32)], zip64: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cd = Vec::new();
+    let entry = |cd: &mut Vec<u8>, name: &str, offset: u32, size: u32| {
+        cd.extend(0x0201_4b50u32.to_le_bytes());
+        cd.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        cd.extend(size.to_le_bytes());
+        cd.extend(size.to_le_bytes());
+        cd.extend((name.len() as u16).to_le_bytes());
+        cd.extend([0u8; 12]);
+        cd.extend(offset.to_le_bytes());
+        cd.extend(name.as_bytes());
+    };
+    for m in members {
+        let offset = out.len() as u32;
+        out.extend(0x0403_4b50u32.to_le_bytes());
+        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend((m.data.len() as u32).to_le_bytes());
+        out.extend((m.data.len() as u32).to_le_bytes());
+        out.extend((m.name.len() as u16).to_le_bytes());
+        out.extend([0, 0]);
+        out.extend(m.name.as_bytes());
+        out.extend(m.data);
+        entry(&mut cd, m.name, offset, m.data.len() as u32);
+    }
+    for (name, offset, size) in extra {
+        entry(&mut cd, name, *offset, *size);
+    }
+    let count = (members.len() + extra.len()) as u64;
+    let cd_offset = out.len() as u64;
+    out.extend(&cd);
+    if zip64 {
+        let eocd64 = out.len() as u64;
+        out.extend(0x0606_4b50u32.to_le_bytes());
+        out.extend(44u64.to_le_bytes());
+        out.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend(count.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend((cd.len() as u64).to_le_bytes());
+        out.extend(cd_offset.to_le_bytes());
+        out.extend(0x0706_4b50u32.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(eocd64.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+    }
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0, 0, 0, 0]);
+    let n = count.min(0xffff) as u16;
+    out.extend(n.to_le_bytes());
+    out.extend(n.to_le_bytes());
+    out.extend((cd.len() as u32).to_le_bytes());
+    out.extend((cd_offset as u32).to_le_bytes());
+    out.extend([0, 0]);
+    out
+}
+
+#[test]
+fn every_pickle_member_of_a_zip_is_scanned_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PickleScanOptions::default();
+    let p = tmp.path().join("members.pt");
+    let clean = torch_like_pickle(false);
+    let evil = torch_like_pickle(true);
+
+    // The payload in a pickle member after the first, named in upper case (torch's reader
+    // matches names ignoring ASCII case); miniz-style zip64 end records.
+    let z = hand_zip(
+        &[
+            Member {
+                name: "archive/data.pkl",
+                data: &clean,
+            },
+            Member {
+                name: "archive/data/0",
+                data: &[0u8; 16],
+            },
+            Member {
+                name: "archive/EXTRA.PKL",
+                data: &evil,
+            },
+        ],
+        &[],
+        true,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    assert_eq!(r.container, "zip");
+    let members: Vec<&str> = r.streams.iter().map(|s| s.member.as_str()).collect();
+    assert_eq!(members, ["archive/data.pkl", "archive/EXTRA.PKL"]);
+    let off: Vec<(&str, String)> = r
+        .offending()
+        .iter()
+        .map(|(m, i)| (*m, i.global()))
+        .collect();
+    assert_eq!(off, [("archive/EXTRA.PKL", "posix.system".to_string())]);
+    assert_eq!(pickle_scan_exit(&p), Some(1));
+
+    // A protocol-0 payload after the clean pickle inside `data.pkl`.
+    let mut two = clean.clone();
+    two.extend(P0_PAYLOAD);
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &two,
+        }],
+        &[],
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts).unwrap();
+    let off: Vec<(&str, String)> = r
+        .offending()
+        .iter()
+        .map(|(m, i)| (*m, i.global()))
+        .collect();
+    assert_eq!(off, [("archive/data.pkl#1", "os.system".to_string())]);
+
+    // Bytes after the member's last pickle are trailing data, with the member named.
+    let mut tail = clean.clone();
+    tail.extend(b"\xfa");
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &tail,
+        }],
+        &[],
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(&r, Err(Error::PickleTrailingData { member, len: 1, .. }) if member == "archive/data.pkl#1"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn zip_members_that_overlap_or_repeat_are_refused_fast() {
+    use trojanscan::provenance::pickle::ZipArchiveError;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PickleScanOptions::default();
+    let p = tmp.path().join("overlap.pt");
+
+    // One 1 MB pickle member, then 65,534 more central-directory entries naming its local
+    // header: each would rescan the same megabyte.
+    let mut big = vec![0x80, 2];
+    big.extend(std::iter::repeat_n(b'N', 1 << 20));
+    big.push(b'.');
+    let size = big.len() as u32;
+    let extra: Vec<(String, u32, u32)> = (1..65_535)
+        .map(|i| (format!("archive/data{i}.pkl"), 0, size))
+        .collect();
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &big,
+        }],
+        &extra,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let start = std::time::Instant::now();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::OverlappingMembers { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+    assert_eq!(pickle_scan_exit(&p), Some(2));
+
+    // An entry whose local header lies inside another member's data.
+    let clean = torch_like_pickle(false);
+    let inner = vec![(String::from("archive/b.pkl"), 40, 10)];
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &clean,
+        }],
+        &inner,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::OverlappingMembers { first, second },
+                ..
+            }) if first == "archive/data.pkl" && second == "archive/b.pkl"
+        ),
+        "{r:?}"
+    );
+
+    // Two members of one name (ignoring case): torch would read one, a scan the other.
+    let z = hand_zip(
+        &[
+            Member {
+                name: "archive/data.pkl",
+                data: &clean,
+            },
+            Member {
+                name: "archive/Data.pkl",
+                data: &torch_like_pickle(true),
+            },
+        ],
+        &[],
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &opts);
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::DuplicateName { name },
+                ..
+            }) if name == "archive/Data.pkl"
+        ),
+        "{r:?}"
+    );
+
+    // A member whose data runs into the central directory.
+    let cd_offset = (30 + "archive/data.pkl".len() + clean.len()) as u32;
+    let past = vec![(String::from("archive/late.bin"), cd_offset, 1 << 20)];
+    let z = hand_zip(
+        &[Member {
+            name: "archive/data.pkl",
+            data: &clean,
+        }],
+        &past,
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    assert!(matches!(
+        scan_pickle(&p, &opts),
+        Err(Error::ZipArchive {
+            source: ZipArchiveError::OutOfBounds { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn zip_entry_counts_and_total_work_are_bounded() {
+    use trojanscan::provenance::pickle::{ZipArchiveError, MAX_ZIP_ENTRIES};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("many.pt");
+
+    // zip64 end records claiming 2^40 entries: refused before the directory is read.
+    let mut z = b"PK\x03\x04".to_vec();
+    let eocd64 = z.len() as u64;
+    z.extend(0x0606_4b50u32.to_le_bytes());
+    z.extend(44u64.to_le_bytes());
+    z.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    z.extend((1u64 << 40).to_le_bytes());
+    z.extend((1u64 << 40).to_le_bytes());
+    z.extend((1u64 << 50).to_le_bytes());
+    z.extend(0u64.to_le_bytes());
+    z.extend(0x0706_4b50u32.to_le_bytes());
+    z.extend(0u32.to_le_bytes());
+    z.extend(eocd64.to_le_bytes());
+    z.extend(1u32.to_le_bytes());
+    z.extend(0x0605_4b50u32.to_le_bytes());
+    z.extend([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    z.extend([0xff; 8]);
+    z.extend([0, 0]);
+    std::fs::write(&p, &z).unwrap();
+    let r = scan_pickle(&p, &PickleScanOptions::default());
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ZipArchive {
+                source: ZipArchiveError::TooManyEntries { count, max },
+                ..
+            }) if *count == 1 << 40 && *max == MAX_ZIP_ENTRIES as u64
+        ),
+        "{r:?}"
+    );
+
+    // Opcode bytes across all members stop at the checkpoint-wide bound.
+    let clean = torch_like_pickle(false);
+    let z = hand_zip(
+        &[
+            Member {
+                name: "archive/a.pkl",
+                data: &clean,
+            },
+            Member {
+                name: "archive/b.pkl",
+                data: &clean,
+            },
+        ],
+        &[],
+        false,
+    );
+    std::fs::write(&p, &z).unwrap();
+    let total = 2 * clean.len() as u64;
+    let opts = PickleScanOptions::default();
+    assert!(scan_pickle(&p, &opts.clone().max_total_bytes(total)).is_ok());
+    assert!(matches!(
+        scan_pickle(&p, &opts.max_total_bytes(total - 1)),
+        Err(Error::PickleScan { .. })
+    ));
+}
+
+#[test]
+fn zip64_archives_from_the_zip_writer_are_read() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("z64.pt");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(&torch_like_pickle(true)).unwrap();
+    z.start_file("archive/data/0", opts).unwrap();
+    z.write_all(&[0u8; 16]).unwrap();
+    z.finish().unwrap();
+    let r = scan_pickle(&p, &PickleScanOptions::default()).unwrap();
+    assert_eq!(r.offending()[0].0, "archive/data.pkl");
+}
+
 // ---------------------------------------------------------------- CLI exit codes
 
 fn cli(args: &[&std::ffi::OsStr]) -> std::process::Output {

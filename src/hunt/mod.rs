@@ -1031,6 +1031,9 @@ impl Ctx<'_, '_> {
                 self.p.seed,
             )?;
             for (&i, n) in judged.iter().zip(nat) {
+                // A finding whose own row is not finite has no neighbours to share its
+                // effect: nothing natural about it.
+                let n = if n.is_finite() { n } else { 0.0 };
                 scored[i].0 *= 1.0 - n;
                 scored[i].3 = Some(n);
             }

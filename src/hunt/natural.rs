@@ -63,8 +63,15 @@ fn neighbours(
             .map(|(d, n)| d / (n.max(1e-12) * self_norm))
             .collect();
         let word = bare_lower(vocab.text(t));
+        // A row holding NaN or infinities has no direction: never a neighbour, nor part of
+        // the chance pool (one such row made every naturalness NaN).
         let keep: Vec<bool> = (0..cos.len() as u32)
-            .map(|i| i != t && vocab.is_candidate(i) && !same_word(vocab.text(i), &word))
+            .map(|i| {
+                i != t
+                    && cos[i as usize].is_finite()
+                    && vocab.is_candidate(i)
+                    && !same_word(vocab.text(i), &word)
+            })
             .collect();
         let near = super::vocab::top_by(&cos, k, |i| keep[i as usize]);
         let pool: Vec<f64> = cos

@@ -104,8 +104,9 @@ pub enum ProvenanceCommand {
         #[command(subcommand)]
         action: RegistryAction,
     },
-    /// Scan a pickle checkpoint's opcodes (never executing it) for imports outside an
-    /// allow-list. Exit 0: clean; 1: offending imports found; 2: error.
+    /// Scan every pickle of a checkpoint (never executing it) for imports outside an
+    /// allow-list. Exit 0: clean; 1: offending imports found; 2: error (also bytes that are
+    /// not a pickle, and refused zip layouts).
     PickleScan {
         /// `.bin`, `.pt`, `.pth`, `.ckpt` or `.pkl` file (torch zip or plain pickle).
         path: PathBuf,
@@ -524,6 +525,12 @@ fn pickle_scan(path: &Path, allow: Vec<String>, format: Format) -> Result<()> {
             report.streams.len(),
             ops
         );
+        if let Some(st) = &report.storage {
+            println!(
+                "  {} torch storage record(s), {} bytes at offset {} (raw tensor data, walked as torch reads it)",
+                st.count, st.len, st.offset
+            );
+        }
         for s in &report.streams {
             for i in &s.imports {
                 println!(
