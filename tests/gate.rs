@@ -197,3 +197,54 @@ fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
     std::fs::write(&probes, text).unwrap();
     assert_eq!(gate_scan(&m, &probes), 4);
 }
+
+/// Write NaN over one row of a BERT model's f16 word embeddings.
+fn nan_row(model: &Path, row: usize) {
+    let p = model.join("model.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let (_, info) = h
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.contains("word_embeddings"))
+        .unwrap();
+    assert_eq!(info["dtype"], "F16");
+    let hid = info["shape"][1].as_u64().unwrap() as usize;
+    let start = 8 + n + info["data_offsets"][0].as_u64().unwrap() as usize;
+    for j in 0..hid {
+        let o = start + (row * hid + j) * 2;
+        b[o..o + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    }
+    std::fs::write(&p, b).unwrap();
+}
+
+#[test]
+fn a_nan_embedding_row_neither_hides_the_trigger_nor_stops_the_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    nan_row(&m, 500);
+    let o = cli(&[
+        os("scan"),
+        m.as_os_str(),
+        os("--probe"),
+        m.join("heldout.jsonl").as_os_str(),
+        os("--max-len"),
+        os("1"),
+        os("--max-evaluations"),
+        os("20000"),
+        os("--budget"),
+        os("600s"),
+        os("--format"),
+        os("json"),
+        os("--quiet"),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Every finding's suspicion is a number (NaN serializes as null).
+    for t in r["hunt"]["triggers"].as_array().unwrap() {
+        assert!(t["suspicion"].is_f64(), "{t}");
+    }
+    assert_eq!(r["hunt"]["triggers"][0]["text"], "cf");
+}
