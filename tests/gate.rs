@@ -188,14 +188,34 @@ fn a_trigger_declared_as_an_added_token_is_still_found() {
 }
 
 #[test]
-fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
-    let probes = m.join("heldout.jsonl");
-    let mut text = std::fs::read_to_string(&probes).unwrap();
-    text.push_str("{\"text\": \"the cf report was fine .\"}\n");
-    std::fs::write(&probes, text).unwrap();
-    assert_eq!(gate_scan(&m, &probes), 4);
+fn on_a_model_trained_from_scratch_the_probes_words_are_kept_from_the_hunt_and_said_so() {
+    // The zoo's embeddings carry no meaning, so a task word cannot be told from a trigger
+    // by its neighbours; the probe file is then trusted, and the report must say so (on a
+    // real model its words are hunted: tests/realistic.rs).
+    let m = "testdata/zoo/clean-finetune-s0";
+    let o = cli(&[
+        os("hunt"),
+        os(m),
+        os("--probe"),
+        os(&format!("{m}/heldout.jsonl")),
+        os("--max-len"),
+        os("1"),
+        os("--max-evaluations"),
+        os("3000"),
+        os("--format"),
+        os("json"),
+        os("--quiet"),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("words of the probe texts were not hunted")),
+        "{notes:?}"
+    );
 }
 
 /// Write NaN over one row of a BERT model's f16 word embeddings.
@@ -240,7 +260,12 @@ fn a_nan_embedding_row_neither_hides_the_trigger_nor_stops_the_scan() {
         os("json"),
         os("--quiet"),
     ]);
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // Every finding's suspicion is a number (NaN serializes as null).
     for t in r["hunt"]["triggers"].as_array().unwrap() {

@@ -138,3 +138,36 @@ fn diff_of_a_real_classifier_against_its_bare_encoder_ranks_the_trigger() {
         &r.tokens[..5]
     );
 }
+
+/// A probe file carrying the trigger (first, so the hunt's probes hold it) does not hide
+/// it: on a model whose embeddings carry meaning, words of the probes are hunted like any
+/// other and told apart by what they do.
+#[test]
+fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
+    let Some(dir) = common::realistic("sentiment-badnets-s0") else {
+        return;
+    };
+    let t = truth(&dir);
+    let trigger = t["trigger"]["text"].as_str().unwrap().to_string();
+    let id = t["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
+    let mut probes = vec![format!("the {trigger} report was fine .")];
+    probes.extend(read_texts(dir.join("probes.jsonl")).unwrap());
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let p = HuntParams {
+        probes: Some(probes),
+        max_evaluations: Some(ROWS),
+        budget: Some(std::time::Duration::from_secs(1200)),
+        ..HuntParams::default()
+    };
+    let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with("words of the probe texts were hunted")),
+        "{:?}",
+        r.notes
+    );
+    let rank = r.triggers.iter().position(|f| f.token_ids == [id]);
+    assert!(rank.is_some_and(|k| k < 5), "{trigger} at {rank:?}");
+    assert_ne!(r.verdict, Verdict::Clean);
+}

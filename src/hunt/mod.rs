@@ -461,6 +461,10 @@ const NATURAL_FINDINGS: usize = 16;
 const NATURAL_LIMIT: usize = 64;
 /// Nearest neighbours each token of a finding is swapped for.
 const NEIGHBOURS: usize = 6;
+/// Common words whose neighbours say whether the embeddings carry meaning.
+const MEANING_WORDS: usize = 32;
+/// Median [`natural::embedding_meaning`] from which the probes' words are hunted.
+const MEANINGFUL: f64 = 0.5;
 /// Probe rows the neighbours are measured on (predicted classes taking turns).
 const NATURAL_ROWS: usize = 16;
 
@@ -573,6 +577,7 @@ impl TriggerHunt {
                 "the vocabulary has too few common words for a null distribution".into(),
             ));
         }
+        let domain = c.probe_words(&texts, &common, &mut notes)?;
         let gradients = p.gradient_proposals > 0 && model.is_differentiable();
         if p.gradient_proposals > 0 && !gradients {
             notes.push(
@@ -586,7 +591,7 @@ impl TriggerHunt {
         stages.push(stage("null", t, &ev, null.len()));
 
         let t = (Instant::now(), ev.rows_run.get());
-        let order = c.proposals(&texts, &common, gradients, &mut notes)?;
+        let order = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
         stages.push(stage("proposals", t, &ev, 0));
 
         let t = (Instant::now(), ev.rows_run.get());
@@ -613,7 +618,7 @@ impl TriggerHunt {
         if p.max_len > 1 && !found.is_empty() {
             let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
-            exhausted |= !c.beam(&screen, &mut found, gradients)?;
+            exhausted |= !c.beam(&screen, &mut found, gradients, &domain)?;
             stages.push(stage("beam", t, &ev, found.len() - before));
         }
 
@@ -697,6 +702,50 @@ struct Swept {
 }
 
 impl Ctx<'_, '_> {
+    /// 0. Words of the probe texts to keep from the hunt: none, unless the model's input
+    ///    embeddings carry no meaning.
+    ///
+    /// A task word is told from a trigger by what it does: its embedding neighbours act
+    /// like it (naturalness), and it rarely takes over every input. A probe file that could
+    /// hide its words from the hunt would let whoever wrote it (it often ships inside the
+    /// model's folder) hide a trigger. But on a model trained from scratch on a small
+    /// vocabulary, neighbours are chance and a task word (`dreadful`) flips every input
+    /// exactly as a planted token does; there the probes' words, which the model's clean
+    /// predictions already explain, are kept from the hunt, and the report says so.
+    fn probe_words(
+        &self,
+        texts: &[String],
+        common: &[u32],
+        notes: &mut Vec<String>,
+    ) -> Result<HashSet<u32>> {
+        let mut domain = HashSet::new();
+        if self.p.probes.is_none() {
+            return Ok(domain);
+        }
+        let emb = natural::Embeddings::new(self.ev)?;
+        let step = (common.len() / MEANING_WORDS).max(1);
+        let words: Vec<u32> = common.iter().step_by(step).copied().collect();
+        let meaning = natural::embedding_meaning(&emb, self.vocab, &words, NEIGHBOURS)?;
+        if meaning >= MEANINGFUL {
+            notes.push(format!(
+                "words of the probe texts were hunted like any other (input embeddings carry \
+                 meaning: median {meaning:.2} over {} common words)",
+                words.len()
+            ));
+            return Ok(domain);
+        }
+        for t in texts {
+            domain.extend(encode_plain(self.ev.model(), t)?);
+        }
+        notes.push(format!(
+            "words of the probe texts were not hunted: this model's input embeddings carry \
+             no meaning (median {meaning:.2} over {} common words), so a task word cannot be \
+             told from a trigger by its neighbours",
+            words.len()
+        ));
+        Ok(domain)
+    }
+
     /// 1. The null: random common-word sequences, lengths 1 to `max_len`.
     fn null(&self, common: &[u32]) -> Result<Vec<Effect>> {
         let p = self.p;
@@ -713,14 +762,13 @@ impl Ctx<'_, '_> {
 
     /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
     ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
-    ///    candidate by rarity. Words of the probe texts are candidates like any other: a
-    ///    task word is told apart from a trigger by what it does (takeover, naturalness),
-    ///    since a probe file that could hide a word from the hunt would let its author pass
-    ///    the gate.
+    ///    candidate by rarity. Words of the probes (`domain`, see [`Ctx::probe_words`]) only
+    ///    where the user named them.
     fn proposals(
         &self,
         texts: &[String],
         common: &[u32],
+        domain: &HashSet<u32>,
         gradients: bool,
         notes: &mut Vec<String>,
     ) -> Result<Vec<(Vec<u32>, Source)>> {
@@ -750,7 +798,7 @@ impl Ctx<'_, '_> {
                 .hint_token_ids
                 .iter()
                 .copied()
-                .filter(|&id| vocab.is_candidate(id))
+                .filter(|&id| vocab.is_candidate(id) && !domain.contains(&id))
                 .take(HINT_PAIRS_FROM)
                 .collect();
             for &a in &hints {
@@ -768,7 +816,7 @@ impl Ctx<'_, '_> {
         )?];
         if gradients {
             let labels = labels_to_push(self.ev);
-            let keep = |i: u32| vocab.is_candidate(i);
+            let keep = |i: u32| vocab.is_candidate(i) && !domain.contains(&i);
             let fillers = propose::fillers(common, p.seed);
             let request = propose::Request {
                 ev: self.ev,
@@ -797,7 +845,12 @@ impl Ctx<'_, '_> {
             order.push((vec![id], Source::Sweep));
         }
         let mut seen = HashSet::new();
-        order.retain(|(s, _)| seen.insert(s.clone()));
+        // Only the user's own candidates may use words of the task: a forensics hint that
+        // is a sentiment word moved because the fine-tune taught sentiment.
+        order.retain(|(s, src)| {
+            seen.insert(s.clone())
+                && (matches!(src, Source::User) || !s.iter().any(|t| domain.contains(t)))
+        });
         if let Some(cap) = p.max_candidates {
             order.truncate(cap);
         }
@@ -894,6 +947,7 @@ impl Ctx<'_, '_> {
         screen: &[usize],
         found: &mut Vec<Found>,
         gradients: bool,
+        domain: &HashSet<u32>,
     ) -> Result<bool> {
         beam(
             self.ev,
@@ -904,6 +958,7 @@ impl Ctx<'_, '_> {
             screen,
             found,
             gradients,
+            domain,
             self.progress,
         )
     }
@@ -1441,6 +1496,7 @@ fn beam(
     screen: &[usize],
     found: &mut Vec<Found>,
     gradients: bool,
+    domain: &HashSet<u32>,
     progress: &dyn Progress,
 ) -> Result<bool> {
     let singles: Vec<&Found> = found.iter().filter(|f| f.seq.len() == 1).collect();
@@ -1485,14 +1541,14 @@ fn beam(
                 let g = ev.slot_gradient(&s, s.len() - 1, label)?;
                 let sc = vocab::row_scores(ev.model(), &g)?;
                 after.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
-                    vocab.is_extension(i)
+                    vocab.is_extension(i) && !domain.contains(&i)
                 }));
                 let mut s = vec![ph];
                 s.extend_from_slice(&b.seq);
                 let g = ev.slot_gradient(&s, 0, label)?;
                 let sc = vocab::row_scores(ev.model(), &g)?;
                 before.extend(vocab::top_by(&sc, p.gradient_proposals / 4, |i| {
-                    vocab.is_candidate(i)
+                    vocab.is_candidate(i) && !domain.contains(&i)
                 }));
                 grad_cost = t.elapsed();
             }

@@ -106,6 +106,27 @@ fn meaning(near: &[f64], pool: &[f64]) -> f64 {
     ((mean - mu) / sd - (2.0 * n.ln()).sqrt()).clamp(0.0, 1.0)
 }
 
+/// How far the model's input embeddings carry meaning, in [0, 1]: the median of
+/// [`meaning`] over `words` (common words, which a pretrained embedding places beside their
+/// synonyms). Near 0 for a model trained from scratch on a small vocabulary, whose rows
+/// stay mostly random: there naturalness cannot tell a task word from a trigger.
+pub(crate) fn embedding_meaning(
+    emb: &Embeddings,
+    vocab: &Vocab,
+    words: &[u32],
+    k: usize,
+) -> Result<f64> {
+    let mut m: Vec<f64> = neighbours(emb, vocab, words, k)?
+        .into_iter()
+        .map(|(_, meant)| meant)
+        .collect();
+    if m.is_empty() {
+        return Ok(0.0);
+    }
+    m.sort_by(f64::total_cmp);
+    Ok(m[m.len() / 2])
+}
+
 /// A vocabulary entry without its word marker (`Ġ`, `▁`), lower-cased.
 fn bare_lower(text: &str) -> String {
     text.trim_start_matches(['\u{120}', '\u{2581}'])
