@@ -111,15 +111,17 @@ def summarize(rows):
             if not sel:
                 continue
             print(f"\n## split {split}, probes: {mode}")
-            print("| kind | models | suspicion (min–max) | trojaned | suspicious | trigger in top 5 |")
-            print("|---|---|---|---|---|---|")
+            print("| kind | models | suspicion (min–max) | trojaned | suspicious | incomplete "
+                  "| trigger in top 5 |")
+            print("|---|---|---|---|---|---|---|")
             for kind in sorted(set(r["kind"] for r in sel)):
                 k = [r for r in sel if r["kind"] == kind]
                 s = [r["suspicion"] for r in k]
                 tro = sum(r["verdict"] == "trojaned" for r in k)
                 sus = sum(r["verdict"] == "suspicious" for r in k)
+                inc = sum(r["verdict"] == "incomplete" for r in k)
                 f = [r["found"] for r in k if r["found"] is not None]
-                print(f"| {kind} | {len(k)} | {min(s):.2f}–{max(s):.2f} | {tro} | {sus} | "
+                print(f"| {kind} | {len(k)} | {min(s):.2f}–{max(s):.2f} | {tro} | {sus} | {inc} | "
                       + (f"{sum(f)} of {len(f)}" if f else "—") + " |")
             pos = [r["suspicion"] for r in sel if r["kind"] != "clean"]
             neg = [r["suspicion"] for r in sel if r["kind"] == "clean"]
