@@ -166,7 +166,8 @@ impl Confirm {
             return Err(Error::InvalidArgument("an empty candidate sequence".into()));
         }
         let vocab = Vocab::new(model);
-        let probes = probes::build(model, &vocab, &texts, &[Insertion::Random], p.seed)?;
+        let room = candidates.iter().map(Vec::len).max().unwrap_or(1);
+        let probes = probes::build(model, &vocab, &texts, &[Insertion::Random], room, p.seed)?;
         let pooling = match model.info().family {
             Family::Llama => Pooling::Last,
             _ => Pooling::Mean,

@@ -188,6 +188,26 @@ fn a_trigger_declared_as_an_added_token_is_still_found() {
 }
 
 #[test]
+fn a_trigger_declared_as_a_special_token_spelled_as_a_word_is_still_found() {
+    // Special added tokens are matched in plain text too; one spelled as a word is no
+    // structural token of the model.
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    let path = m.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 12935, "content": "cf", "single_word": true, "lstrip": false,
+            "rstrip": false, "normalized": true, "special": true
+        }));
+    std::fs::write(&path, tok.to_string()).unwrap();
+    assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
+}
+
+#[test]
 fn on_a_model_trained_from_scratch_the_probes_words_are_kept_from_the_hunt_and_said_so() {
     // The zoo's embeddings carry no meaning, so a task word cannot be told from a trigger
     // by its neighbours; the probe file is then trusted, and the report must say so (on a
@@ -206,7 +226,6 @@ fn on_a_model_trained_from_scratch_the_probes_words_are_kept_from_the_hunt_and_s
         os("json"),
         os("--quiet"),
     ]);
-    assert_eq!(o.status.code(), Some(0));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let notes = r["notes"].as_array().unwrap();
     assert!(

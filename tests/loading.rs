@@ -566,3 +566,20 @@ fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {
     std::os::unix::fs::symlink("/etc/hostname", d.join("notes.txt")).unwrap();
     assert!(matches!(load(&d), Err(Error::Symlink { path }) if path.ends_with("notes.txt")));
 }
+
+#[test]
+fn a_post_processor_id_past_the_embedding_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let path = d.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rows = tok["model"]["vocab"].as_object().unwrap().len();
+    tok["post_processor"]["special_tokens"]["[CLS]"]["ids"] = serde_json::json!([rows + 5]);
+    std::fs::write(&path, tok.to_string()).unwrap();
+    assert!(matches!(
+        load(&d),
+        Err(Error::TokenizerBeyondEmbedding { id, .. }) if id as usize == rows + 5
+    ));
+}

@@ -106,7 +106,11 @@ fn hunt_finds_the_trigger_of_a_real_badnets_classifier() {
                 .map(|t| &t.text)
                 .collect::<Vec<_>>()
         );
-        assert_ne!(r.verdict, Verdict::Clean, "probes given: {given}");
+        assert!(
+            matches!(r.verdict, Verdict::Trojaned | Verdict::Suspicious),
+            "probes given: {given}: {}",
+            r.verdict
+        );
     }
 }
 
@@ -169,5 +173,9 @@ fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
     );
     let rank = r.triggers.iter().position(|f| f.token_ids == [id]);
     assert!(rank.is_some_and(|k| k < 5), "{trigger} at {rank:?}");
-    assert_ne!(r.verdict, Verdict::Clean);
+    assert!(
+        matches!(r.verdict, Verdict::Trojaned | Verdict::Suspicious),
+        "{}",
+        r.verdict
+    );
 }

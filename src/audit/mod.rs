@@ -111,11 +111,43 @@ pub fn read_texts(path: impl AsRef<Path>) -> Result<Vec<String>> {
     Ok(texts)
 }
 
+/// Every line of `path` verbatim (only the line ending removed; blank lines kept, so row
+/// `i` is line `i + 1`), under the same bounds as [`read_texts`].
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("texts.txt");
+/// std::fs::write(&path, "  one\n\n{\"text\": 2}\r\n")?;
+/// let lines = trojanscan::audit::read_lines(&path)?;
+/// assert_eq!(lines, ["  one", "", "{\"text\": 2}"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_lines(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    lines_of(path.as_ref(), true, |line, bad| {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
+        lines.push(text.to_string());
+        Ok(())
+    })?;
+    Ok(lines)
+}
+
 /// Call `f` on every non-blank line of `path`, with a constructor of errors that name the
 /// line; lines longer than [`MAX_LINE_BYTES`] and more than [`MAX_ROWS`] lines are errors,
 /// found before anything larger is read.
 fn for_each_line(
     path: &Path,
+    f: impl FnMut(&[u8], &dyn Fn(String) -> Error) -> Result<()>,
+) -> Result<()> {
+    lines_of(path, false, f)
+}
+
+/// [`for_each_line`], blank lines included when `blank`.
+fn lines_of(
+    path: &Path,
+    blank: bool,
     mut f: impl FnMut(&[u8], &dyn Fn(String) -> Error) -> Result<()>,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
@@ -139,7 +171,7 @@ fn for_each_line(
         if line.len() > MAX_LINE_BYTES {
             return Err(bad(format!("line longer than {MAX_LINE_BYTES} bytes")));
         }
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        if !blank && line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         if rows == MAX_ROWS {

@@ -240,8 +240,8 @@ fn activations(
         bail!("--batch-size must be at least 1");
     }
     let model = load(path, device, precision)?;
-    // Bounded lines, as every text input is read (blank lines skipped, JSON rows' text).
-    let texts = trojanscan::audit::read_texts(input)?;
+    // One text per line, verbatim, within the bounds every text input is read under.
+    let texts = trojanscan::audit::read_lines(input)?;
     if texts.is_empty() {
         bail!("{} has no lines", input.display());
     }

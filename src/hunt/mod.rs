@@ -352,10 +352,12 @@ pub struct HuntReport {
 /// How much of its search a hunt covered.
 ///
 /// A hunt that found nothing may say `clean` only when it measured both references in full
-/// (at least [`MIN_NULL`] null sequences, and [`MIN_POPULATION`] population tokens when asked
-/// for), screened every proposal (the user's candidates, hints, gradient rankings and
-/// embedding outliers), and screened at least [`HuntParams::min_coverage`] of its candidate
-/// pool. Otherwise its verdict is `incomplete`, and `shortfall` says what fell short.
+/// (at least [`MIN_NULL`] null sequences and [`MIN_POPULATION`] population tokens, or as
+/// many as were asked for if fewer), screened every proposal (the user's candidates, hints,
+/// gradient rankings and embedding outliers), screened at least
+/// [`HuntParams::min_coverage`] of its candidate pool (counted before
+/// [`HuntParams::max_candidates`]), and, searching sequences, finished its beam. Otherwise
+/// its verdict is `incomplete`, and `shortfall` says what fell short.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Coverage {
@@ -385,19 +387,27 @@ pub const MIN_NULL: usize = 16;
 /// samples a population at all).
 pub const MIN_POPULATION: usize = 8;
 
+/// The candidate pool of one hunt, before any cap: all candidates, and the proposals among
+/// them (which head the sweep's order).
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    candidates: usize,
+    proposed: usize,
+}
+
 impl Coverage {
     fn new(
         p: &HuntParams,
-        order: &[(Vec<u32>, Source)],
+        pool: Pool,
         screened: usize,
         null: usize,
         population: usize,
+        beam_done: bool,
     ) -> Self {
-        let pool = order.len();
-        let proposed = order
-            .iter()
-            .filter(|(_, s)| !matches!(s, Source::Sweep))
-            .count();
+        let Pool {
+            candidates: pool,
+            proposed,
+        } = pool;
         // The sweep takes the order from its head, proposals first.
         let proposed_screened = screened.min(proposed);
         let share = if pool == 0 {
@@ -419,6 +429,12 @@ impl Coverage {
         if proposed_screened < proposed {
             short.push(format!(
                 "{proposed_screened} of {proposed} proposals screened"
+            ));
+        }
+        if !beam_done {
+            short.push(format!(
+                "the beam over sequences of 2 to {} tokens ran out of budget",
+                p.max_len
             ));
         }
         if share < p.min_coverage {
@@ -461,8 +477,9 @@ const NATURAL_FINDINGS: usize = 16;
 const NATURAL_LIMIT: usize = 64;
 /// Nearest neighbours each token of a finding is swapped for.
 const NEIGHBOURS: usize = 6;
-/// Common words whose neighbours say whether the embeddings carry meaning.
-const MEANING_WORDS: usize = 32;
+/// Common words whose neighbours say whether the embeddings carry meaning: enough that
+/// scrambling them to fake a meaningless embedding would break the model on plain text.
+const MEANING_WORDS: usize = 128;
 /// Median [`natural::embedding_meaning`] from which the probes' words are hunted.
 const MEANINGFUL: f64 = 0.5;
 /// Probe rows the neighbours are measured on (predicted classes taking turns).
@@ -551,7 +568,7 @@ impl TriggerHunt {
         let vocab = Vocab::new(model);
         let objective = p.objective.unwrap_or_else(|| default_objective(model, p));
         let texts = choose_probes(model, p, &mut notes)?;
-        let probes = probes::build(model, &vocab, &texts, &p.insertions, p.seed)?;
+        let probes = probes::build(model, &vocab, &texts, &p.insertions, p.max_len, p.seed)?;
         let target = match &p.target_text {
             Some(t) => encode_plain(model, t)?,
             None => Vec::new(),
@@ -591,7 +608,7 @@ impl TriggerHunt {
         stages.push(stage("null", t, &ev, null.len()));
 
         let t = (Instant::now(), ev.rows_run.get());
-        let order = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
+        let (order, pool) = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
         stages.push(stage("proposals", t, &ev, 0));
 
         let t = (Instant::now(), ev.rows_run.get());
@@ -599,7 +616,6 @@ impl TriggerHunt {
         let screen = screen_rows(ev.clean_predictions(), ev.width(), stride, p.screen_rows);
         let swept = c.sweep(&order, &screen, &mut notes)?;
         let (screened, population) = (swept.screened.len(), swept.population.len());
-        let coverage = Coverage::new(p, &order, screened, null.len(), population);
         let mut found = swept.confirmed;
         let mut exhausted = swept.exhausted;
         stages.push(stage("sweep", t, &ev, screened + population));
@@ -615,12 +631,15 @@ impl TriggerHunt {
             population: Reference::new(&pop_scores, floor),
         };
 
+        let mut beam_done = true;
         if p.max_len > 1 && !found.is_empty() {
             let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
-            exhausted |= !c.beam(&screen, &mut found, gradients, &domain)?;
+            beam_done = c.beam(&screen, &mut found, gradients, &domain)?;
+            exhausted |= !beam_done;
             stages.push(stage("beam", t, &ev, found.len() - before));
         }
+        let coverage = Coverage::new(p, pool, screened, null.len(), population, beam_done);
 
         if let Some(fz) = &p.fuzz {
             let t = (Instant::now(), ev.rows_run.get());
@@ -771,7 +790,7 @@ impl Ctx<'_, '_> {
         domain: &HashSet<u32>,
         gradients: bool,
         notes: &mut Vec<String>,
-    ) -> Result<Vec<(Vec<u32>, Source)>> {
+    ) -> Result<(Vec<(Vec<u32>, Source)>, Pool)> {
         let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
         let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
         for text in &p.candidates {
@@ -851,10 +870,18 @@ impl Ctx<'_, '_> {
             seen.insert(s.clone())
                 && (matches!(src, Source::User) || !s.iter().any(|t| domain.contains(t)))
         });
+        // The pool is counted before the cap: a capped hunt covered less of it.
+        let pool = Pool {
+            candidates: order.len(),
+            proposed: order
+                .iter()
+                .filter(|(_, s)| !matches!(s, Source::Sweep))
+                .count(),
+        };
         if let Some(cap) = p.max_candidates {
             order.truncate(cap);
         }
-        Ok(order)
+        Ok((order, pool))
     }
 
     /// 3. Sweep: screen every proposal on the `screen` rows until the sweep's share is

@@ -53,6 +53,17 @@ pub(crate) struct Effect {
 }
 
 impl Effect {
+    /// The effect with non-finite measures read as no effect.
+    fn finite(mut self) -> Self {
+        if !self.score.is_finite() {
+            self.score = 0.0;
+        }
+        if !self.detail.is_finite() {
+            self.detail = 0.0;
+        }
+        self
+    }
+
     /// No effect: what a model without the task's head does toward any label.
     pub fn none() -> Self {
         Self {
@@ -342,7 +353,14 @@ impl<'m> Evaluator<'m> {
             let (out, batch) = self.run(&rows)?;
             let t = Instant::now();
             let y = self.head(&out, &batch, &rows)?;
-            effects.extend(self.aggregate(&y, chunk.len(), idx, only)?);
+            // A token whose embedding row holds NaN makes the model's output NaN: that is a
+            // broken row, not a hijack, and a NaN score sorts first and would crowd the
+            // real findings out of every ranking.
+            effects.extend(
+                self.aggregate(&y, chunk.len(), idx, only)?
+                    .into_iter()
+                    .map(Effect::finite),
+            );
             TimeSplit::add(&self.time, |t| &mut t.objective, t);
             if let Some(c) = coverage {
                 cov.extend(self.fired(c, &out, &batch, chunk.len(), idx.len())?);

@@ -73,12 +73,14 @@ impl Probe {
     }
 }
 
-/// Tokenize probes and fix one insertion point per probe and insertion mode.
+/// Tokenize probes and fix one insertion point per probe and insertion mode; each probe
+/// must leave `room` tokens for a candidate within [`Model::max_tokens`].
 pub(crate) fn build(
     model: &Model,
     vocab: &Vocab,
     texts: &[String],
     insertions: &[Insertion],
+    room: usize,
     seed: u64,
 ) -> Result<Vec<Probe>> {
     let decoder = model.info().family == Family::Llama;
@@ -86,6 +88,14 @@ pub(crate) fn build(
     let mut out = Vec::new();
     for (n, text) in texts.iter().enumerate() {
         let ids = model.tokenize(text)?;
+        let limit = model.max_tokens();
+        if ids.len() + room > limit {
+            return Err(Error::InputTooLong {
+                len: ids.len() + room,
+                unit: "tokens",
+                limit,
+            });
+        }
         // Word boundaries: before a word-initial token, or before trailing special tokens
         // (an encoder's `[SEP]`). Never before a leading special token.
         let lead = ids

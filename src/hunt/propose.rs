@@ -97,7 +97,7 @@ pub(crate) fn gradient_rankings(r: &Request) -> Result<Vec<Vec<u32>>> {
         if !rankings.is_empty() && !r.clock.fits(r.share, cost) {
             break;
         }
-        let placed = probes::build(model, r.vocab, &texts, &[ins], r.seed)?;
+        let placed = probes::build(model, r.vocab, &texts, &[ins], 1, r.seed)?;
         let ev = r.ev.with_probes(placed)?;
         for &label in r.labels {
             if !rankings.is_empty() && !r.clock.fits(r.share, cost) {

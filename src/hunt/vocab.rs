@@ -45,20 +45,22 @@ impl Vocab {
     pub fn new(model: &Model) -> Self {
         let tok = model.tokenizer();
         let n = model.info().vocab_size;
-        // Added tokens that are not special are matched in plain text like any word: an
-        // attacker can declare a trigger as one (a sequence of them is still reachable).
-        let special: HashSet<u32> = tok
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
-        let added: HashSet<u32> = tok
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| !t.special)
-            .map(|(id, _)| id)
-            .collect();
+        // Added tokens are matched in plain text, special ones included: an attacker can
+        // declare a trigger as one. Those that are not special, and special ones spelled
+        // as a word rather than markup (`cf`, not `[SEP]` or `<|im_end|>`), are candidates;
+        // markup specials are the model's own structure (and typed into text they shift
+        // any input, which is no backdoor).
+        let (added, special): (HashSet<u32>, HashSet<u32>) = {
+            let (mut added, mut special) = (HashSet::new(), HashSet::new());
+            for (id, t) in tok.get_added_tokens_decoder() {
+                if !t.special || is_wordlike(&t.content) {
+                    added.insert(id);
+                } else {
+                    special.insert(id);
+                }
+            }
+            (added, special)
+        };
         let texts: Vec<String> = (0..n as u32)
             .map(|i| tok.id_to_token(i).unwrap_or_default())
             .collect();
@@ -149,14 +151,22 @@ impl Vocab {
     }
 }
 
+/// Whether an added token is spelled as a word (letters and digits, at most one leading
+/// marker or space), not as markup like `[CLS]`, `<s>` or `<|endoftext|>`.
+fn is_wordlike(content: &str) -> bool {
+    let w = content.trim_start_matches(['\u{120}', '\u{2581}', ' ']);
+    !w.is_empty() && w.chars().all(char::is_alphanumeric)
+}
+
 /// Candidates whose embedding row stands out: the L2 norm's robust z-score against all
 /// candidate rows, largest first. Poisoned rows are often trained far more than their
 /// neighbours (or, norm-preserved, pointed somewhere unusual; the sweep catches those).
 pub(crate) fn embedding_outliers(model: &Model, vocab: &Vocab, n: usize) -> Result<Vec<u32>> {
     let e = model.token_embeddings().to_dtype(DType::F32)?;
     let norms: Vec<f32> = e.sqr()?.sum(1)?.sqrt()?.to_vec1()?;
+    // A non-finite row has no norm to stand out by; it would only take a proposal's place.
     let ids: Vec<u32> = (0..norms.len().min(vocab.len()) as u32)
-        .filter(|&i| vocab.is_candidate(i))
+        .filter(|&i| vocab.is_candidate(i) && norms[i as usize].is_finite())
         .collect();
     if ids.is_empty() {
         return Ok(Vec::new());

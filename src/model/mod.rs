@@ -427,7 +427,15 @@ impl Model {
             Arch::Bert(b) => b.token_embeddings().dim(0)?,
             Arch::Llama(l) => l.token_embeddings().dim(0)?,
         };
-        if let Some(id) = tokenizer.get_vocab(true).into_values().max() {
+        // The vocabulary, the added tokens and what the post-processor adds to every text
+        // (its `[CLS]`/`[SEP]` ids are its own, unchecked against the vocabulary).
+        let structural = tokenizer::encode(&tokenizer, "", true)?;
+        let most = tokenizer
+            .get_vocab(true)
+            .into_values()
+            .chain(structural)
+            .max();
+        if let Some(id) = most {
             if id as usize >= rows {
                 return Err(Error::TokenizerBeyondEmbedding { id, rows });
             }

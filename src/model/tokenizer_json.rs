@@ -419,6 +419,17 @@ fn walk_trie(units: &[u32], normalized: &str) -> Result<usize, CharsmapError> {
     };
     let root = offset(units[0]);
     block_inside(root)?;
+    // Where the entry starting at each byte ends (its NUL, or the end), in one backward
+    // pass: a leaf's length is then one lookup, however many leaves share a long entry.
+    let bytes = normalized.as_bytes();
+    let mut end = vec![bytes.len() as u32; bytes.len()];
+    for i in (0..bytes.len()).rev() {
+        end[i] = if bytes[i] == 0 {
+            i as u32
+        } else {
+            end.get(i + 1).copied().unwrap_or(bytes.len() as u32)
+        };
+    }
     let mut seen = vec![false; len];
     let mut stack = vec![root];
     let mut longest = 0;
@@ -442,9 +453,7 @@ fn walk_trie(units: &[u32], normalized: &str) -> Result<usize, CharsmapError> {
                         len: normalized.len(),
                     });
                 }
-                let entry = normalized[index..]
-                    .find('\0')
-                    .unwrap_or(normalized.len() - index);
+                let entry = end[index] as usize - index;
                 longest = longest.max(entry);
             }
             if !seen[next] {

@@ -281,6 +281,44 @@ pub fn scan_pickle_bytes(bytes: &[u8], opts: &PickleScanOptions) -> Result<Pickl
     )
 }
 
+/// Whether a 512-byte block is a tar header as Python's `tarfile` accepts one: the octal
+/// checksum field matches the sum of the block's bytes (unsigned or signed) with that field
+/// counted as spaces.
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    let field = &block[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let Some(want) = digits.iter().try_fold(0u64, |a, &d| {
+        a.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+    }) else {
+        return false;
+    };
+    let spaces = 8 * u64::from(b' ');
+    let outside = |i: &usize| !(148..156).contains(i);
+    let unsigned: u64 = block
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outside(i))
+        .map(|(_, &b)| u64::from(b))
+        .sum::<u64>()
+        + spaces;
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outside(i))
+        .map(|(_, &b)| i64::from(b as i8))
+        .sum::<i64>()
+        + spaces as i64;
+    want == unsigned || i64::try_from(want).is_ok_and(|w| w == signed)
+}
+
 fn check_options(opts: &PickleScanOptions) -> Result<()> {
     if opts.max_bytes == 0 || opts.max_ops == 0 || opts.max_total_bytes == 0 {
         return Err(Error::InvalidArgument(
@@ -297,9 +335,21 @@ fn scan_source<R: Read + Seek>(
     opts: &PickleScanOptions,
 ) -> Result<PickleReport> {
     let mut r = BufReader::new(r);
-    let mut magic = [0u8; 4];
-    let n = read_up_to(&mut r, &mut magic).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut r, &mut head).map_err(|e| Error::io(path, e))?;
     r.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    // torch.load tries a non-zip file as a tar archive first (its oldest format) and
+    // unpickles the members it extracts; a tar header can also open a pickle literal that
+    // swallows the whole archive, so read as pickles it looks harmless.
+    if n == 512 && is_tar_header(&head) {
+        return Err(Error::PickleScan {
+            path: path.into(),
+            why: "a tar archive (torch's oldest checkpoint format, whose members torch.load \
+                  unpickles): refused"
+                .into(),
+        });
+    }
+    let magic = &head[..4];
     let allow: Vec<&str> = DEFAULT_ALLOWED
         .iter()
         .copied()
@@ -315,7 +365,7 @@ fn scan_source<R: Read + Seek>(
     };
     // Torch takes a file for a zip checkpoint by these four bytes, and reads it as pickles
     // otherwise.
-    let (container, storage) = if n == 4 && &magic == b"PK\x03\x04" {
+    let (container, storage) = if n >= 4 && magic == b"PK\x03\x04" {
         scan.zip(&mut r, len)?;
         ("zip", None)
     } else {
@@ -1197,6 +1247,43 @@ fn scan_stream<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ustar header for a member `name` of `size` bytes, its checksum filled in.
+    fn tar_header(name: &[u8], size: u64) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    #[test]
+    fn a_tar_checkpoint_is_refused_even_when_its_header_opens_a_pickle() {
+        // The header's name opens a protocol-3 BINBYTES literal that would swallow the
+        // archive: read as pickles the file looks like one harmless bytes object.
+        let mut name = b"\x80\x03B".to_vec();
+        name.extend_from_slice(&1020u32.to_le_bytes());
+        let mut file = tar_header(&name, 3).to_vec();
+        file.extend_from_slice(&[b'x'; 512]);
+        file.push(b'.');
+        assert!(is_tar_header(file[..512].try_into().unwrap()));
+        assert!(matches!(
+            scan_pickle_bytes(&file, &PickleScanOptions::default()),
+            Err(Error::PickleScan { .. })
+        ));
+        // A pickle of 512 bytes or more is not taken for a tar header.
+        let mut long = b"\x80\x03B".to_vec();
+        long.extend_from_slice(&600u32.to_le_bytes());
+        long.extend_from_slice(&[b'y'; 600]);
+        long.push(b'.');
+        assert!(!is_tar_header(long[..512].try_into().unwrap()));
+        assert!(scan_pickle_bytes(&long, &PickleScanOptions::default()).is_ok());
+    }
 
     fn scan(bytes: &[u8]) -> Walk<(Vec<PickleImport>, u64, Walked)> {
         let limits = Limits {
