@@ -387,6 +387,9 @@ pub const MIN_NULL: usize = 16;
 /// samples a population at all).
 pub const MIN_POPULATION: usize = 8;
 
+/// Candidates in the order the sweep takes them, each with where it came from.
+type Order = Vec<(Vec<u32>, Source)>;
+
 /// The candidate pool of one hunt, before any cap: all candidates, and the proposals among
 /// them (which head the sweep's order).
 #[derive(Debug, Clone, Copy)]
@@ -790,7 +793,7 @@ impl Ctx<'_, '_> {
         domain: &HashSet<u32>,
         gradients: bool,
         notes: &mut Vec<String>,
-    ) -> Result<(Vec<(Vec<u32>, Source)>, Pool)> {
+    ) -> Result<(Order, Pool)> {
         let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
         let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
         for text in &p.candidates {
