@@ -57,7 +57,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |f| f.write_all(bytes))
 }
 
-/// Like [`write`], with the contents written by `fill` (for outputs built line by line).
+/// Like [`write()`], with the contents written by `fill` (for outputs built line by line).
 pub fn write_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,

@@ -483,6 +483,8 @@ const NEIGHBOURS: usize = 6;
 /// Common words whose neighbours say whether the embeddings carry meaning: enough that
 /// scrambling them to fake a meaningless embedding would break the model on plain text.
 const MEANING_WORDS: usize = 128;
+/// Probe texts whose words are kept from the hunt on a model without meaningful embeddings.
+const DOMAIN_TEXTS: usize = 4096;
 /// Median [`natural::embedding_meaning`] from which the probes' words are hunted.
 const MEANINGFUL: f64 = 0.5;
 /// Probe rows the neighbours are measured on (predicted classes taking turns).
@@ -597,7 +599,7 @@ impl TriggerHunt {
                 "the vocabulary has too few common words for a null distribution".into(),
             ));
         }
-        let domain = c.probe_words(&texts, &common, &mut notes)?;
+        let domain = c.probe_words(&common, &mut notes)?;
         let gradients = p.gradient_proposals > 0 && model.is_differentiable();
         if p.gradient_proposals > 0 && !gradients {
             notes.push(
@@ -734,16 +736,11 @@ impl Ctx<'_, '_> {
     /// vocabulary, neighbours are chance and a task word (`dreadful`) flips every input
     /// exactly as a planted token does; there the probes' words, which the model's clean
     /// predictions already explain, are kept from the hunt, and the report says so.
-    fn probe_words(
-        &self,
-        texts: &[String],
-        common: &[u32],
-        notes: &mut Vec<String>,
-    ) -> Result<HashSet<u32>> {
+    fn probe_words(&self, common: &[u32], notes: &mut Vec<String>) -> Result<HashSet<u32>> {
         let mut domain = HashSet::new();
-        if self.p.probes.is_none() {
+        let Some(all) = self.p.probes.as_deref() else {
             return Ok(domain);
-        }
+        };
         let emb = natural::Embeddings::new(self.ev)?;
         let step = (common.len() / MEANING_WORDS).max(1);
         let words: Vec<u32> = common.iter().step_by(step).copied().collect();
@@ -756,7 +753,9 @@ impl Ctx<'_, '_> {
             ));
             return Ok(domain);
         }
-        for t in texts {
+        // Every text of the file, not only the chosen probes: the task's vocabulary is
+        // wider than 16 texts (a bounded number, so a huge file costs no more).
+        for t in all.iter().take(DOMAIN_TEXTS) {
             domain.extend(encode_plain(self.ev.model(), t)?);
         }
         notes.push(format!(
