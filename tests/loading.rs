@@ -566,3 +566,26 @@ fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {
     std::os::unix::fs::symlink("/etc/hostname", d.join("notes.txt")).unwrap();
     assert!(matches!(load(&d), Err(Error::Symlink { path }) if path.ends_with("notes.txt")));
 }
+
+/// The committed fuzz seeds are valid files, so the fuzzer starts from accepted headers.
+#[test]
+fn safetensors_fuzz_seeds_deserialize() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/safetensors_header");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        safetensors::SafeTensors::deserialize(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds");
+}
