@@ -214,6 +214,32 @@ fn valid_file_parses_and_round_trips() {
     assert_eq!(vq.concat(), expected);
 }
 
+/// The committed fuzz seeds are valid files, so the fuzzer starts past the magic and counts.
+#[test]
+fn fuzz_seeds_parse() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gguf_header");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let f = parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for t in &f.tensors {
+            let raw = f.tensor_bytes(&mut Cursor::new(&bytes), t).unwrap();
+            assert_eq!(raw.len() as u64, t.len);
+        }
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds");
+}
+
 #[test]
 fn version_2_is_read() {
     let mut bytes = valid_file();

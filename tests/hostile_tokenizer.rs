@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use trojanscan::model::tokenizer::MAX_TOKENIZER_JSON_BYTES;
-use trojanscan::model::tokenizer_json::{CharsmapError, TokenizerJsonError};
+use trojanscan::model::tokenizer_json::{validate, CharsmapError, TokenizerJsonError};
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::Error;
 
@@ -181,6 +181,70 @@ fn oversize_tokenizer_is_refused_from_its_size_alone() {
         Err(e) => panic!("expected Error::TooLarge, got {e:?}"),
         Ok(_) => panic!("oversize tokenizer.json accepted"),
     }
+}
+
+#[test]
+fn template_naming_an_undefined_special_token() {
+    // The library reads templates without its builder's checks and looks each special
+    // token up unchecked on every encode: `[SEP]` defined under another name panicked there.
+    let (_tmp, dir) = copy_model(CLASSIFIER);
+    let mut tok = read_tokenizer(&dir);
+    let special = tok["post_processor"]["special_tokens"]
+        .as_object_mut()
+        .unwrap();
+    let sep = special.remove("[SEP]").unwrap();
+    special.insert("SE[P]".into(), sep);
+    write_tokenizer(&dir, &tok);
+    assert_eq!(
+        tokenizer_error(&dir),
+        TokenizerJsonError::UnknownSpecialToken {
+            at: "post_processor.single[2].SpecialToken.id".into(),
+            token: "[SEP]".into()
+        }
+    );
+
+    // The fuzzer's reproduction, minimized.
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus/tokenizer_json/seed-template-special-token-missing.json");
+    assert_eq!(
+        validate(&std::fs::read(seed).unwrap()),
+        Err(TokenizerJsonError::UnknownSpecialToken {
+            at: "post_processor.single[0].SpecialToken.id".into(),
+            token: "[".into()
+        })
+    );
+}
+
+#[test]
+fn single_template_using_the_second_sequence() {
+    // A single text is one encoding: sequence B indexed past it on every encode.
+    let (_tmp, dir) = copy_model(CLASSIFIER);
+    let mut tok = read_tokenizer(&dir);
+    tok["post_processor"]["single"][1] = json!({"Sequence": {"id": "B", "type_id": 0}});
+    write_tokenizer(&dir, &tok);
+    assert_eq!(
+        tokenizer_error(&dir),
+        TokenizerJsonError::BadParameter {
+            at: "post_processor.single[1].Sequence.id".into(),
+            why: "the single template has only sequence A".into()
+        }
+    );
+
+    // The pair template has both sequences: B is fine there.
+    let (_tmp, dir) = copy_model(CLASSIFIER);
+    let tok = read_tokenizer(&dir);
+    assert_eq!(tok["post_processor"]["pair"][3]["Sequence"]["id"], "B");
+    load(&dir).unwrap();
+
+    // serde would also read a piece as `[id, type_id]`; only the object form is accepted.
+    let (_tmp, dir) = copy_model(CLASSIFIER);
+    let mut tok = read_tokenizer(&dir);
+    tok["post_processor"]["single"][0] = json!({"SpecialToken": ["[CLS]", 0]});
+    write_tokenizer(&dir, &tok);
+    assert!(matches!(
+        tokenizer_error(&dir),
+        TokenizerJsonError::Malformed { at, .. } if at == "post_processor.single[0]"
+    ));
 }
 
 #[test]

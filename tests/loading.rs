@@ -582,4 +582,26 @@ fn a_post_processor_id_past_the_embedding_is_refused_at_load() {
         load(&d),
         Err(Error::TokenizerBeyondEmbedding { id, .. }) if id as usize == rows + 5
     ));
+
+/// The committed fuzz seeds are valid files, so the fuzzer starts from accepted headers.
+#[test]
+fn safetensors_fuzz_seeds_deserialize() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/safetensors_header");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        safetensors::SafeTensors::deserialize(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "{n} seeds");
 }

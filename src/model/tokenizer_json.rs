@@ -18,7 +18,8 @@
 //!   defines (its untagged fallback would otherwise guess), `Sequence`s nest at most
 //!   [`MAX_SEQUENCE_DEPTH`] deep, and the parameters the library does not check are checked
 //!   (`FixedLength.length` ≥ 1, `Strip` decoders with `stop` = 0, special-token ids below
-//!   [`id_limit`]);
+//!   [`id_limit`], template pieces naming only defined special tokens, and sequence A only
+//!   in the single template);
 //! - a `Precompiled` charsmap is at most [`MAX_CHARSMAP_BYTES`] and passes
 //!   [`validate_charsmap`];
 //! - normalizers and pre-tokenizers together, and decoders on their own, grow a text at most
@@ -196,6 +197,16 @@ pub enum TokenizerJsonError {
         rank: usize,
         /// The missing result.
         result: String,
+    },
+
+    /// A post-processor template inserts a special token that its `special_tokens` does not
+    /// define (the library looks it up unchecked on every encode).
+    #[error("`{at}`: special token `{token}` is not in special_tokens")]
+    UnknownSpecialToken {
+        /// Where the template names it.
+        at: String,
+        /// The token's id in the template.
+        token: String,
     },
 
     /// A Unigram score is not a finite number.
@@ -919,9 +930,12 @@ fn post_processor(v: &Value, at: &str, depth: usize, limit: u64) -> Result<(), T
             }
         }
         "TemplateProcessing" => {
-            if let Some(special) = present(o, "special_tokens") {
+            let empty = Map::new();
+            let mut special = &empty;
+            if let Some(v) = present(o, "special_tokens") {
                 let at = join(at, "special_tokens");
-                for (name, token) in object(special, &at)? {
+                special = object(v, &at)?;
+                for (name, token) in special {
                     let at = join(&at, name);
                     let token = object(token, &at)?;
                     let ids = array(get(token, "ids", &at)?, &join(&at, "ids"))?;
@@ -934,8 +948,62 @@ fn post_processor(v: &Value, at: &str, depth: usize, limit: u64) -> Result<(), T
                     }
                 }
             }
+            for key in ["single", "pair"] {
+                if let Some(pieces) = present(o, key) {
+                    template(pieces, &join(at, key), key == "single", special)?;
+                }
+            }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a `TemplateProcessing` template. The library deserializes templates without the
+/// checks its builder makes, then indexes with them on every encode: a special token
+/// missing from `special_tokens`, or sequence B in the single template (which has only A),
+/// panics there.
+fn template(
+    v: &Value,
+    at: &str,
+    single: bool,
+    special: &Map<String, Value>,
+) -> Result<(), TokenizerJsonError> {
+    for (i, piece) in array(v, at)?.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        // Only the object form real files use: serde would also read `[id, type_id]`.
+        let only = piece
+            .as_object()
+            .filter(|p| p.len() == 1)
+            .and_then(|p| p.iter().next());
+        let (kind, fields) = match only {
+            Some((kind, Value::Object(fields))) if kind == "Sequence" || kind == "SpecialToken" => {
+                (kind.as_str(), fields)
+            }
+            _ => {
+                return Err(malformed(
+                    &at,
+                    "expected {\"Sequence\": {…}} or {\"SpecialToken\": {…}}",
+                ))
+            }
+        };
+        let at = join(&at, kind);
+        let id = string(get(fields, "id", &at)?, &join(&at, "id"))?;
+        match kind {
+            "SpecialToken" if !special.contains_key(id) => {
+                return Err(TokenizerJsonError::UnknownSpecialToken {
+                    at: join(&at, "id"),
+                    token: id.to_string(),
+                })
+            }
+            "Sequence" if single && id == "B" => {
+                return Err(bad(
+                    &join(&at, "id"),
+                    "the single template has only sequence A",
+                ))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
