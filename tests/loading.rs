@@ -582,6 +582,7 @@ fn a_post_processor_id_past_the_embedding_is_refused_at_load() {
         load(&d),
         Err(Error::TokenizerBeyondEmbedding { id, .. }) if id as usize == rows + 5
     ));
+}
 
 /// The committed fuzz seeds are valid files, so the fuzzer starts from accepted headers.
 #[test]
