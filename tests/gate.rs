@@ -169,10 +169,9 @@ fn gate_scan(model: &Path, probes: &Path) -> i32 {
     o.status.code().unwrap()
 }
 
-#[test]
-fn a_trigger_declared_as_an_added_token_is_still_found() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+/// The zoo's BadNets model with its trigger `cf` also declared as an added token.
+fn badnets_with_cf_added(dir: &Path, special: bool) -> std::path::PathBuf {
+    let m = copy_model("testdata/zoo/badnets-s0", dir);
     let path = m.join("tokenizer.json");
     let mut tok: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -181,9 +180,16 @@ fn a_trigger_declared_as_an_added_token_is_still_found() {
         .unwrap()
         .push(serde_json::json!({
             "id": 12935, "content": "cf", "single_word": true, "lstrip": false,
-            "rstrip": false, "normalized": true, "special": false
+            "rstrip": false, "normalized": true, "special": special
         }));
     std::fs::write(&path, tok.to_string()).unwrap();
+    m
+}
+
+#[test]
+fn a_trigger_declared_as_an_added_token_is_still_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = badnets_with_cf_added(tmp.path(), false);
     assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
 }
 
@@ -192,18 +198,7 @@ fn a_trigger_declared_as_a_special_token_spelled_as_a_word_is_still_found() {
     // Special added tokens are matched in plain text too; one spelled as a word is no
     // structural token of the model.
     let tmp = tempfile::tempdir().unwrap();
-    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
-    let path = m.join("tokenizer.json");
-    let mut tok: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    tok["added_tokens"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "id": 12935, "content": "cf", "single_word": true, "lstrip": false,
-            "rstrip": false, "normalized": true, "special": true
-        }));
-    std::fs::write(&path, tok.to_string()).unwrap();
+    let m = badnets_with_cf_added(tmp.path(), true);
     assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
 }
 

@@ -452,23 +452,31 @@ fn inputs_longer_than_the_model_runs_are_typed_errors() {
     assert!(model.encode(&[fits.as_str()]).is_ok());
 }
 
+/// A tiny BERT in `dir` whose `tokenizer.json` `edit` changed (given the vocabulary's size).
+fn bert_with_tokenizer(dir: &Path, edit: impl FnOnce(&mut serde_json::Value, usize)) -> usize {
+    tiny::write_bert(dir, TinyOpts::default());
+    let path = dir.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rows = tok["model"]["vocab"].as_object().unwrap().len();
+    edit(&mut tok, rows);
+    std::fs::write(&path, tok.to_string()).unwrap();
+    rows
+}
+
 #[test]
 fn a_tokenizer_producing_ids_past_the_embedding_is_refused_at_load() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("bert");
-    tiny::write_bert(&d, TinyOpts::default());
-    let path = d.join("tokenizer.json");
-    let mut tok: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let rows = tok["model"]["vocab"].as_object().unwrap().len();
-    tok["added_tokens"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "id": rows + 3, "content": "zq", "single_word": true, "lstrip": false,
-            "rstrip": false, "normalized": true, "special": false
-        }));
-    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    let rows = bert_with_tokenizer(&d, |tok, rows| {
+        tok["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": rows + 3, "content": "zq", "single_word": true, "lstrip": false,
+                "rstrip": false, "normalized": true, "special": false
+            }));
+    });
     match load(&d) {
         // The tokenizers crate renumbers an added token past the vocabulary; either way
         // it is past the embedding.
@@ -571,13 +579,9 @@ fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {
 fn a_post_processor_id_past_the_embedding_is_refused_at_load() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("bert");
-    tiny::write_bert(&d, TinyOpts::default());
-    let path = d.join("tokenizer.json");
-    let mut tok: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let rows = tok["model"]["vocab"].as_object().unwrap().len();
-    tok["post_processor"]["special_tokens"]["[CLS]"]["ids"] = serde_json::json!([rows + 5]);
-    std::fs::write(&path, tok.to_string()).unwrap();
+    let rows = bert_with_tokenizer(&d, |tok, rows| {
+        tok["post_processor"]["special_tokens"]["[CLS]"]["ids"] = serde_json::json!([rows + 5]);
+    });
     assert!(matches!(
         load(&d),
         Err(Error::TokenizerBeyondEmbedding { id, .. }) if id as usize == rows + 5

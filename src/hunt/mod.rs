@@ -592,6 +592,7 @@ impl TriggerHunt {
             clock: &clock,
             plan: BudgetPlan::for_hunt(p.max_len, p.fuzz.is_some()),
             progress,
+            embeddings: std::cell::OnceCell::new(),
         };
         let common = vocab.common(2000);
         if common.len() < 16 {
@@ -714,6 +715,9 @@ struct Ctx<'a, 'm> {
     clock: &'a Clock<'a>,
     plan: BudgetPlan,
     progress: &'a dyn Progress,
+    /// The input embeddings in f32, taken once, when a stage first needs them (a hunt
+    /// without probe texts that finds nothing needs none).
+    embeddings: std::cell::OnceCell<natural::Embeddings>,
 }
 
 /// What the sweep leaves: every screened candidate, the best of them measured on every
@@ -726,6 +730,15 @@ struct Swept {
 }
 
 impl Ctx<'_, '_> {
+    /// The model's input embeddings in f32, converted on first use.
+    fn embeddings(&self) -> Result<&natural::Embeddings> {
+        if let Some(e) = self.embeddings.get() {
+            return Ok(e);
+        }
+        let e = natural::Embeddings::new(self.ev)?;
+        Ok(self.embeddings.get_or_init(|| e))
+    }
+
     /// 0. Words of the probe texts to keep from the hunt: none, unless the model's input
     ///    embeddings carry no meaning.
     ///
@@ -741,10 +754,10 @@ impl Ctx<'_, '_> {
         let Some(all) = self.p.probes.as_deref() else {
             return Ok(domain);
         };
-        let emb = natural::Embeddings::new(self.ev)?;
+        let emb = self.embeddings()?;
         let step = (common.len() / MEANING_WORDS).max(1);
         let words: Vec<u32> = common.iter().step_by(step).copied().collect();
-        let meaning = natural::embedding_meaning(&emb, self.vocab, &words, NEIGHBOURS)?;
+        let meaning = natural::embedding_meaning(emb, self.vocab, &words, NEIGHBOURS)?;
         if meaning >= MEANINGFUL {
             notes.push(format!(
                 "words of the probe texts were hunted like any other (input embeddings carry \
@@ -1080,7 +1093,6 @@ impl Ctx<'_, '_> {
         let ev = self.ev;
         let stride = self.p.insertions.len();
         let rows = screen_rows(ev.clean_predictions(), ev.width(), stride, NATURAL_ROWS);
-        let mut embeddings = None; // taken on the first round: a clean hunt may need none
         let mut weighed = 0;
         loop {
             let judged: Vec<usize> = (0..scored.len().min(self.p.top))
@@ -1101,10 +1113,7 @@ impl Ctx<'_, '_> {
                 .iter()
                 .map(|&i| (scored[i].2.seq.clone(), scored[i].2.effect.target))
                 .collect();
-            let emb = match embeddings {
-                Some(ref e) => e,
-                None => embeddings.insert(natural::Embeddings::new(ev)?),
-            };
+            let emb = self.embeddings()?;
             let nat = natural::measure(
                 ev,
                 emb,
