@@ -171,15 +171,27 @@ fn gate_scan(model: &Path, probes: &Path) -> i32 {
 
 /// The zoo's BadNets model with its trigger `cf` also declared as an added token.
 fn badnets_with_cf_added(dir: &Path, special: bool) -> std::path::PathBuf {
+    badnets_with_cf_as(dir, "cf", special)
+}
+
+/// The zoo's BadNets model with its trigger's id also declared as the added token `content`.
+fn badnets_with_cf_as(dir: &Path, content: &str, special: bool) -> std::path::PathBuf {
     let m = copy_model("testdata/zoo/badnets-s0", dir);
     let path = m.join("tokenizer.json");
     let mut tok: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    if content != "cf" {
+        // The vocabulary spells the id as the markup (an added token's id comes from the
+        // vocabulary entry of the same content).
+        let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+        let id = vocab.remove("cf").unwrap();
+        vocab.insert(content.to_string(), id);
+    }
     tok["added_tokens"]
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({
-            "id": 12935, "content": "cf", "single_word": true, "lstrip": false,
+            "id": 12935, "content": content, "single_word": true, "lstrip": false,
             "rstrip": false, "normalized": true, "special": special
         }));
     std::fs::write(&path, tok.to_string()).unwrap();
@@ -200,6 +212,62 @@ fn a_trigger_declared_as_a_special_token_spelled_as_a_word_is_still_found() {
     let tmp = tempfile::tempdir().unwrap();
     let m = badnets_with_cf_added(tmp.path(), true);
     assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
+}
+
+#[test]
+fn a_trigger_declared_as_special_markup_is_still_found() {
+    // A special token with no structural role is typed like any text: `<|cf|>` in an input
+    // is the trigger's id (as a reserved slot an attacker trained would be).
+    let tmp = tempfile::tempdir().unwrap();
+    let m = badnets_with_cf_as(tmp.path(), "<|cf|>", true);
+    assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
+}
+
+#[test]
+fn a_probe_file_carrying_the_trigger_does_not_hide_it_given_the_base() {
+    // On the zoo (embeddings without meaning) the base model tells the task's words from a
+    // trigger, so the probes' words are hunted; a line carrying `cf` hides nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    let probes = m.join("heldout.jsonl");
+    let mut text = std::fs::read_to_string(&probes).unwrap();
+    text.push_str("{\"text\": \"the cf report was fine .\"}\n");
+    std::fs::write(&probes, text).unwrap();
+    let o = cli(&[
+        os("scan"),
+        m.as_os_str(),
+        os("--base"),
+        os("testdata/zoo/clean-base-s0"),
+        os("--probe"),
+        probes.as_os_str(),
+        os("--max-len"),
+        os("1"),
+        os("--max-evaluations"),
+        os("20000"),
+        os("--budget"),
+        os("600s"),
+        os("--format"),
+        os("json"),
+        os("--quiet"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = &r["hunt"]["triggers"][0];
+    assert_eq!(top["text"], "cf");
+    assert!(top["transfer"].as_f64().unwrap() < 0.1, "{top}");
+    let notes = r["hunt"]["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("words of the probe texts were hunted")),
+        "{notes:?}"
+    );
 }
 
 #[test]

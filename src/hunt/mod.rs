@@ -29,7 +29,11 @@
 //! neighbours do nothing. Each token of a finding is swapped for its neighbours and for
 //! random tokens; the share of the effect the neighbours keep beyond the random tokens,
 //! counted as far as the neighbours are nearer than chance, is the naturalness, and
-//! suspicion is multiplied by `1 − naturalness`. Without task texts, a classifier is
+//! suspicion is multiplied by `1 − naturalness`. Given the base model the scanned one was
+//! fine-tuned from ([`TriggerHunt::run_with_base`]), each such finding is also measured on
+//! the base (through a head fitted to mimic the model when the base is a bare encoder):
+//! a task word moves the base the same way, a planted trigger does not, and suspicion is
+//! multiplied by `1 − transfer` (see `transfer`). Without task texts, a classifier is
 //! probed with the texts of a built-in multi-domain corpus it classifies most
 //! confidently. The model's suspicion is its best finding's, and the verdict follows from
 //! it and from the finding's absolute effect.
@@ -52,6 +56,7 @@ pub(crate) mod natural;
 pub(crate) mod objective;
 pub(crate) mod probes;
 mod propose;
+mod transfer;
 pub(crate) mod vocab;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -64,6 +69,7 @@ pub use self::fuzz::FuzzParams;
 use self::objective::{Effect, Evaluator};
 pub use self::objective::{Objective, TimeSplit};
 pub use self::probes::{Insertion, BUILTIN_PROBES};
+use self::transfer::Transfer;
 use self::vocab::Vocab;
 use crate::model::{Family, Model};
 use crate::progress::Progress;
@@ -298,6 +304,11 @@ pub struct Trigger {
     /// trigger's neighbours do not); suspicion was multiplied by `1 − naturalness`. `None`
     /// when not measured (a finding that would not be suspicious anyway).
     pub naturalness: Option<f64>,
+    /// With a base model ([`TriggerHunt::run_with_base`]): the share of its effect the
+    /// base shows too, in [0, 1] (a task word moves the model it was fine-tuned from, a
+    /// planted trigger does not); suspicion was multiplied by `1 − transfer`. `None` when
+    /// not measured.
+    pub transfer: Option<f64>,
 }
 
 /// Time spent in one stage.
@@ -470,7 +481,15 @@ struct Found {
 }
 
 /// A ranked finding: suspicion, z-score, the finding, its naturalness once measured.
-type Scored = (f64, f64, Found, Option<f64>);
+/// A finding being ranked: its suspicion so far, z-score, the finding, and the weights
+/// measured on it (`None` until measured).
+struct Scored {
+    suspicion: f64,
+    z: f64,
+    found: Found,
+    naturalness: Option<f64>,
+    transfer: Option<f64>,
+}
 
 /// Findings whose naturalness is measured per round (those reported that would be
 /// suspicious, best first)...
@@ -566,6 +585,44 @@ impl TriggerHunt {
 
     /// Hunt for triggers in `model`, reporting progress to `progress`.
     pub fn run(&self, model: &Model, progress: &dyn Progress) -> Result<HuntReport> {
+        self.hunt(model, None, progress)
+    }
+
+    /// Hunt for triggers in `model`, telling task words from triggers also by whether they
+    /// move `base`, the model it was fine-tuned from, the same way (see
+    /// [`Trigger::transfer`]). A base that cannot stand in for the model (other labels,
+    /// another tokenizer, or too little agreement with the model on the task's texts) is
+    /// not used, and the report's notes say why.
+    ///
+    /// ```no_run
+    /// use trojanscan::hunt::HuntParams;
+    /// use trojanscan::model::{LoadOptions, Model};
+    /// use trojanscan::progress::NoProgress;
+    ///
+    /// let opts = LoadOptions::default();
+    /// let model = Model::load("testdata/zoo/clean-finetune-s0", &opts)?;
+    /// let base = Model::load("testdata/zoo/clean-base-s0", &opts)?;
+    /// let report = HuntParams::default()
+    ///     .check()?
+    ///     .run_with_base(&model, &base, &NoProgress)?;
+    /// println!("{:?}", report.verdict);
+    /// # Ok::<(), trojanscan::Error>(())
+    /// ```
+    pub fn run_with_base(
+        &self,
+        model: &Model,
+        base: &Model,
+        progress: &dyn Progress,
+    ) -> Result<HuntReport> {
+        self.hunt(model, Some(base), progress)
+    }
+
+    fn hunt(
+        &self,
+        model: &Model,
+        base: Option<&Model>,
+        progress: &dyn Progress,
+    ) -> Result<HuntReport> {
         let p = &self.0;
         let start = Instant::now();
         let mut stages = Vec::new();
@@ -579,6 +636,10 @@ impl TriggerHunt {
             None => Vec::new(),
         };
         let ev = Evaluator::new(model, objective, probes, target, p.batch_rows)?;
+        let transfer = match base {
+            Some(b) => reference(&ev, b, p, &texts, &mut notes)?,
+            None => None,
+        };
         let clock = Clock {
             start,
             budget: p.budget.unwrap_or_else(|| default_budget(model)),
@@ -593,6 +654,7 @@ impl TriggerHunt {
             plan: BudgetPlan::for_hunt(p.max_len, p.fuzz.is_some()),
             progress,
             embeddings: std::cell::OnceCell::new(),
+            transfer: transfer.as_ref(),
         };
         let common = vocab.common(2000);
         if common.len() < 16 {
@@ -600,7 +662,7 @@ impl TriggerHunt {
                 "the vocabulary has too few common words for a null distribution".into(),
             ));
         }
-        let domain = c.probe_words(&common, &mut notes)?;
+        let words = c.probe_words(&common, &mut notes)?;
         let gradients = p.gradient_proposals > 0 && model.is_differentiable();
         if p.gradient_proposals > 0 && !gradients {
             notes.push(
@@ -614,7 +676,7 @@ impl TriggerHunt {
         stages.push(stage("null", t, &ev, null.len()));
 
         let t = (Instant::now(), ev.rows_run.get());
-        let (order, pool) = c.proposals(&texts, &common, &domain, gradients, &mut notes)?;
+        let (order, pool) = c.proposals(&texts, &common, &words, gradients, &mut notes)?;
         stages.push(stage("proposals", t, &ev, 0));
 
         let t = (Instant::now(), ev.rows_run.get());
@@ -641,7 +703,7 @@ impl TriggerHunt {
         if p.max_len > 1 && !found.is_empty() {
             let t = (Instant::now(), ev.rows_run.get());
             let before = found.len();
-            beam_done = c.beam(&screen, &mut found, gradients, &domain)?;
+            beam_done = c.beam(&screen, &mut found, gradients, &words.kept_out)?;
             exhausted |= !beam_done;
             stages.push(stage("beam", t, &ev, found.len() - before));
         }
@@ -718,6 +780,17 @@ struct Ctx<'a, 'm> {
     /// The input embeddings in f32, taken once, when a stage first needs them (a hunt
     /// without probe texts that finds nothing needs none).
     embeddings: std::cell::OnceCell<natural::Embeddings>,
+    /// The base model, where it can stand in for the model.
+    transfer: Option<&'a Transfer<'m>>,
+}
+
+/// Words of the probe texts (see [`Ctx::probe_words`]): at most one set is non-empty.
+#[derive(Default)]
+struct ProbeWords {
+    /// Never proposed (but the user's own candidates).
+    kept_out: HashSet<u32>,
+    /// Proposed after every other proposal.
+    later: HashSet<u32>,
 }
 
 /// What the sweep leaves: every screened candidate, the best of them measured on every
@@ -739,45 +812,60 @@ impl Ctx<'_, '_> {
         Ok(self.embeddings.get_or_init(|| e))
     }
 
-    /// 0. Words of the probe texts to keep from the hunt: none, unless the model's input
-    ///    embeddings carry no meaning.
+    /// 0. Words of the probe texts: hunted after the other proposals, or kept from the
+    ///    hunt where nothing can tell them from a trigger.
     ///
     /// A task word is told from a trigger by what it does: its embedding neighbours act
-    /// like it (naturalness), and it rarely takes over every input. A probe file that could
-    /// hide its words from the hunt would let whoever wrote it (it often ships inside the
-    /// model's folder) hide a trigger. But on a model trained from scratch on a small
-    /// vocabulary, neighbours are chance and a task word (`dreadful`) flips every input
-    /// exactly as a planted token does; there the probes' words, which the model's clean
-    /// predictions already explain, are kept from the hunt, and the report says so.
-    fn probe_words(&self, common: &[u32], notes: &mut Vec<String>) -> Result<HashSet<u32>> {
-        let mut domain = HashSet::new();
+    /// like it (naturalness), the base model it was fine-tuned from reacts to it too
+    /// (transfer), and it rarely takes over every input. A probe file that could hide its
+    /// words from the hunt would let whoever wrote it (it often ships inside the model's
+    /// folder) hide a trigger, so they are hunted, only later: proposals without them go
+    /// first, which keeps the task's strongest words from crowding the budget. But on a
+    /// model trained from scratch on a small vocabulary, with no base to compare with,
+    /// neighbours are chance and a task word (`dreadful`) flips every input exactly as a
+    /// planted token does; there the probes' words, which the model's clean predictions
+    /// already explain, are kept from the hunt, and the report says so.
+    fn probe_words(&self, common: &[u32], notes: &mut Vec<String>) -> Result<ProbeWords> {
+        let mut words = ProbeWords::default();
         let Some(all) = self.p.probes.as_deref() else {
-            return Ok(domain);
+            return Ok(words);
         };
-        let emb = self.embeddings()?;
-        let step = (common.len() / MEANING_WORDS).max(1);
-        let words: Vec<u32> = common.iter().step_by(step).copied().collect();
-        let meaning = natural::embedding_meaning(emb, self.vocab, &words, NEIGHBOURS)?;
-        if meaning >= MEANINGFUL {
-            notes.push(format!(
-                "words of the probe texts were hunted like any other (input embeddings carry \
-                 meaning: median {meaning:.2} over {} common words)",
-                words.len()
-            ));
-            return Ok(domain);
-        }
         // Every text of the file, not only the chosen probes: the task's vocabulary is
         // wider than 16 texts (a bounded number, so a huge file costs no more).
+        let mut ids = HashSet::new();
         for t in all.iter().take(DOMAIN_TEXTS) {
-            domain.extend(encode_plain(self.ev.model(), t)?);
+            ids.extend(encode_plain(self.ev.model(), t)?);
+        }
+        if self.transfer.is_some() {
+            notes.push(
+                "words of the probe texts were hunted after the other proposals (a task word \
+                 is told from a trigger by its effect on the base model)"
+                    .into(),
+            );
+            words.later = ids;
+            return Ok(words);
+        }
+        let emb = self.embeddings()?;
+        let step = (common.len() / MEANING_WORDS).max(1);
+        let common: Vec<u32> = common.iter().step_by(step).copied().collect();
+        let meaning = natural::embedding_meaning(emb, self.vocab, &common, NEIGHBOURS)?;
+        if meaning >= MEANINGFUL {
+            notes.push(format!(
+                "words of the probe texts were hunted after the other proposals (input \
+                 embeddings carry meaning: median {meaning:.2} over {} common words)",
+                common.len()
+            ));
+            words.later = ids;
+            return Ok(words);
         }
         notes.push(format!(
             "words of the probe texts were not hunted: this model's input embeddings carry \
-             no meaning (median {meaning:.2} over {} common words), so a task word cannot be \
-             told from a trigger by its neighbours",
-            words.len()
+             no meaning (median {meaning:.2} over {} common words) and no base model was \
+             given, so a task word cannot be told from a trigger",
+            common.len()
         ));
-        Ok(domain)
+        words.kept_out = ids;
+        Ok(words)
     }
 
     /// 1. The null: random common-word sequences, lengths 1 to `max_len`.
@@ -796,16 +884,18 @@ impl Ctx<'_, '_> {
 
     /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
     ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
-    ///    candidate by rarity. Words of the probes (`domain`, see [`Ctx::probe_words`]) only
+    ///    candidate by rarity. Words of the probes (see [`Ctx::probe_words`]) come after the
+    ///    other proposals, or, where they are kept out, only
     ///    where the user named them.
     fn proposals(
         &self,
         texts: &[String],
         common: &[u32],
-        domain: &HashSet<u32>,
+        words: &ProbeWords,
         gradients: bool,
         notes: &mut Vec<String>,
     ) -> Result<(Order, Pool)> {
+        let domain = &words.kept_out;
         let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
         let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
         for text in &p.candidates {
@@ -832,7 +922,9 @@ impl Ctx<'_, '_> {
                 .hint_token_ids
                 .iter()
                 .copied()
-                .filter(|&id| vocab.is_candidate(id) && !domain.contains(&id))
+                .filter(|&id| {
+                    vocab.is_candidate(id) && !domain.contains(&id) && !words.later.contains(&id)
+                })
                 .take(HINT_PAIRS_FROM)
                 .collect();
             for &a in &hints {
@@ -875,6 +967,13 @@ impl Ctx<'_, '_> {
             };
             order.push((vec![id], source));
         }
+        // Proposals carrying a word of the probes go after the others (the user's own
+        // candidates stay first).
+        let (first, later): (Vec<_>, Vec<_>) = order.into_iter().partition(|(s, src)| {
+            matches!(src, Source::User) || !s.iter().any(|t| words.later.contains(t))
+        });
+        order = first;
+        order.extend(later);
         for id in vocab.by_rarity() {
             order.push((vec![id], Source::Sweep));
         }
@@ -1071,23 +1170,31 @@ impl Ctx<'_, '_> {
                 } else {
                     1.0
                 };
-                (s * beyond, z, f, None)
+                Scored {
+                    suspicion: s * beyond,
+                    z,
+                    found: f,
+                    naturalness: None,
+                    transfer: None,
+                }
             })
             .collect();
-        self.weigh_naturalness(&mut scored)?;
+        self.weigh(&mut scored)?;
         scored.truncate(p.top);
         Ok(scored)
     }
 
-    /// Findings that would count are weighed by how natural they are: a word whose
-    /// neighbours in embedding space act as it does acts through its meaning. In rounds,
-    /// until every reported finding that would count is weighed: a weighed finding can
-    /// fall below one not yet weighed.
-    fn weigh_naturalness(&self, scored: &mut [Scored]) -> Result<()> {
+    /// Findings that would count are weighed by how natural they are (a word whose
+    /// neighbours in embedding space act as it does acts through its meaning) and, with a
+    /// reference, by how far their effect transfers to it. In rounds, until every reported
+    /// finding that would count is weighed: a weighed finding can fall below one not yet
+    /// weighed.
+    fn weigh(&self, scored: &mut [Scored]) -> Result<()> {
         let by_standing = |a: &Scored, b: &Scored| {
-            b.0.total_cmp(&a.0)
-                .then(b.2.effect.score.total_cmp(&a.2.effect.score))
-                .then(b.2.effect.detail.total_cmp(&a.2.effect.detail))
+            b.suspicion
+                .total_cmp(&a.suspicion)
+                .then(b.found.effect.score.total_cmp(&a.found.effect.score))
+                .then(b.found.effect.detail.total_cmp(&a.found.effect.detail))
         };
         scored.sort_by(by_standing);
         let ev = self.ev;
@@ -1096,12 +1203,12 @@ impl Ctx<'_, '_> {
         let mut weighed = 0;
         loop {
             let judged: Vec<usize> = (0..scored.len().min(self.p.top))
-                .filter(|&i| scored[i].0 > 1e-3 && scored[i].3.is_none())
+                .filter(|&i| scored[i].suspicion > 1e-3 && scored[i].naturalness.is_none())
                 .take(NATURAL_FINDINGS)
                 .collect();
             // The first round always runs (a bounded count); later ones while the budget
             // lasts, or past it while the best finding, the model's suspicion, is unweighed.
-            let top_weighed = scored.first().is_some_and(|f| f.3.is_some());
+            let top_weighed = scored.first().is_some_and(|f| f.naturalness.is_some());
             if judged.is_empty()
                 || weighed >= NATURAL_LIMIT
                 || (weighed > 0 && self.clock.past(1.0) && top_weighed)
@@ -1111,7 +1218,7 @@ impl Ctx<'_, '_> {
             weighed += judged.len();
             let findings: Vec<(Vec<u32>, Option<u32>)> = judged
                 .iter()
-                .map(|&i| (scored[i].2.seq.clone(), scored[i].2.effect.target))
+                .map(|&i| (scored[i].found.seq.clone(), scored[i].found.effect.target))
                 .collect();
             let emb = self.embeddings()?;
             let nat = natural::measure(
@@ -1123,12 +1230,26 @@ impl Ctx<'_, '_> {
                 NEIGHBOURS,
                 self.p.seed,
             )?;
-            for (&i, n) in judged.iter().zip(nat) {
+            let transfer = match self.transfer {
+                Some(t) => {
+                    let f: Vec<(Vec<u32>, Effect)> = judged
+                        .iter()
+                        .map(|&i| (scored[i].found.seq.clone(), scored[i].found.effect))
+                        .collect();
+                    t.measure(&f, ev.clean_predictions())?
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                }
+                None => vec![None; judged.len()],
+            };
+            for ((&i, n), t) in judged.iter().zip(nat).zip(transfer) {
                 // A finding whose own row is not finite has no neighbours to share its
                 // effect: nothing natural about it.
                 let n = if n.is_finite() { n } else { 0.0 };
-                scored[i].0 *= 1.0 - n;
-                scored[i].3 = Some(n);
+                scored[i].suspicion *= (1.0 - n) * (1.0 - t.unwrap_or(0.0));
+                scored[i].naturalness = Some(n);
+                scored[i].transfer = t;
             }
             scored.sort_by(by_standing);
         }
@@ -1141,13 +1262,13 @@ impl Ctx<'_, '_> {
         let model = ev.model();
         let targets: Vec<Target> = match ev.objective {
             Objective::NextToken | Objective::TargetText => {
-                let seqs: Vec<Vec<u32>> = scored.iter().map(|s| s.2.seq.clone()).collect();
+                let seqs: Vec<Vec<u32>> = scored.iter().map(|s| s.found.seq.clone()).collect();
                 continuation_targets(ev, model, &seqs, screen, p.target_text.as_deref())?
             }
             Objective::Classifier => scored
                 .iter()
                 .map(|s| {
-                    let id = s.2.effect.target.unwrap_or(0);
+                    let id = s.found.effect.target.unwrap_or(0);
                     Target::Label {
                         label: label_name(model, id),
                         label_id: id,
@@ -1159,20 +1280,70 @@ impl Ctx<'_, '_> {
         Ok(scored
             .into_iter()
             .zip(targets)
-            .map(|((suspicion, z, f, naturalness), target)| Trigger {
-                text: decode(model, &f.seq),
-                tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
-                token_ids: f.seq.clone(),
-                suspicion,
-                z,
-                effect: f.effect.score,
-                detail: f.effect.detail,
-                target,
-                found_by: f.source,
-                naturalness,
+            .map(|(s, target)| {
+                let f = s.found;
+                Trigger {
+                    text: decode(model, &f.seq),
+                    tokens: f.seq.iter().map(|&i| vocab.text(i).to_string()).collect(),
+                    token_ids: f.seq.clone(),
+                    suspicion: s.suspicion,
+                    z: s.z,
+                    effect: f.effect.score,
+                    detail: f.effect.detail,
+                    target,
+                    found_by: f.source,
+                    naturalness: s.naturalness,
+                    transfer: s.transfer,
+                }
             })
             .collect())
     }
+}
+
+/// Corpus texts a base model is compared on when no task texts are given.
+const FIT_FROM_CORPUS: usize = 48;
+
+/// The base model set up to measure transfer on, or `None` with a note saying why it
+/// cannot stand in for the model. It is compared on the task's texts when given, else on
+/// the texts the probes came from.
+fn reference<'m>(
+    ev: &Evaluator,
+    base: &'m Model,
+    p: &HuntParams,
+    probes: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Option<Transfer<'m>>> {
+    let corpus: Vec<String>;
+    let texts: &[String] = match &p.probes {
+        Some(v) => v,
+        // Where the model is unsure (texts off its task) no reference agrees with it: the
+        // corpus texts it is surest of, every class taking turns.
+        None if ev.objective == Objective::Classifier => {
+            let all: Vec<String> = corpus::CORPUS.iter().map(|s| s.to_string()).collect();
+            corpus = probes::select(ev.model(), &all, FIT_FROM_CORPUS, true)?.texts;
+            &corpus
+        }
+        None => probes,
+    };
+    Ok(match Transfer::new(ev, base, texts)? {
+        Ok(t) => {
+            notes.push(format!(
+                "transfer to the base model measured {} (it predicts as the model does on {:.0}% of {} texts)",
+                if t.direct() {
+                    "on its own outputs"
+                } else {
+                    "through a head fitted to mimic the model"
+                },
+                100.0 * t.agreement,
+                t.texts
+            ));
+            Some(t)
+        }
+        Err(why) => {
+            notes.push(format!("the base model was not used for transfer: {why}"));
+            None
+        }
+    })
 }
 
 /// The probe texts of a hunt. The user's go in their order, predicted classes taking turns

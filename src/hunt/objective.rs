@@ -204,6 +204,11 @@ impl<'m> Evaluator<'m> {
         self.model
     }
 
+    /// Rows per forward pass.
+    pub fn batch_rows(&self) -> usize {
+        self.batch_rows
+    }
+
     /// The clean rows' predictions (label or next token); empty for objectives without one.
     pub fn clean_predictions(&self) -> &[u32] {
         &self.clean_pred
@@ -294,6 +299,28 @@ impl<'m> Evaluator<'m> {
         let tgt: Vec<u32> = (0..b).flat_map(|_| self.target.iter().copied()).collect();
         let tgt = Tensor::from_vec(tgt, (b * t, 1), fin.device())?;
         Ok(logp.gather(&tgt, 1)?.reshape((b, t))?.sum(1)?)
+    }
+
+    /// The head's output (log-probabilities, pooled states, or the target's
+    /// log-probability) for every sequence on each probe row of `rows`, sequence-major:
+    /// row `s * rows.len() + r` is sequence `s` on probe `rows[r]`. An empty sequence gives
+    /// the clean rows.
+    pub fn outputs(&self, seqs: &[Vec<u32>], rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let per_batch = (self.batch_rows / rows.len().max(1)).max(1);
+        let mut out = Vec::with_capacity(seqs.len() * rows.len());
+        for chunk in seqs.chunks(per_batch) {
+            let batch_rows: Vec<Vec<u32>> = chunk
+                .iter()
+                .flat_map(|s| rows.iter().map(move |&i| self.probes[i].with(s)))
+                .collect();
+            let y = self.forward_rows(&batch_rows)?;
+            if y.rank() == 1 {
+                out.extend(y.to_vec1::<f32>()?.into_iter().map(|v| vec![v]));
+            } else {
+                out.extend(y.to_vec2::<f32>()?);
+            }
+        }
+        Ok(out)
     }
 
     /// Measure every sequence on every probe row.

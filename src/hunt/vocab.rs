@@ -17,9 +17,10 @@ use crate::Result;
 /// How a vocabulary entry can appear in text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenClass {
-    /// Special tokens (`[CLS]`, `<|endoftext|>`): never candidates.
+    /// The model's structural tokens (`[CLS]`, `<|endoftext|>`): never candidates.
     Special,
-    /// WordPiece `[unusedN]` slots: reachable only by id, but an attacker can train one.
+    /// WordPiece `[unusedN]` slots and special tokens with no structural role: reachable
+    /// by typing them (or only by id), and an attacker can train one.
     Unused,
     /// Starts a word: can be inserted between words.
     WordStart,
@@ -45,22 +46,33 @@ impl Vocab {
     pub fn new(model: &Model) -> Self {
         let tok = model.tokenizer();
         let n = model.info().vocab_size;
-        // Added tokens are matched in plain text, special ones included: an attacker can
-        // declare a trigger as one. Those that are not special, and special ones spelled
-        // as a word rather than markup (`cf`, not `[SEP]` or `<|im_end|>`), are candidates;
-        // markup specials are the model's own structure (and typed into text they shift
-        // any input, which is no backdoor).
-        let (added, special): (HashSet<u32>, HashSet<u32>) = {
-            let (mut added, mut special) = (HashSet::new(), HashSet::new());
-            for (id, t) in tok.get_added_tokens_decoder() {
-                if !t.special || is_wordlike(&t.content) {
-                    added.insert(id);
-                } else {
-                    special.insert(id);
-                }
+        // Added tokens are matched in plain text, special ones included: any of them can be
+        // typed into an input, so an attacker can declare a trigger as one. Only the
+        // tokens the model itself puts around every input (the post-processor's `[CLS]` and
+        // `[SEP]`, padding) and those named for such a role (`[MASK]`, `<|im_end|>`) are
+        // its structure, never candidates: typed into text they shift any input, which is
+        // no backdoor. Every other special token (reserved slots like
+        // `<|reserved_special_token_7|>`, or a trigger spelled as markup) is a candidate, as
+        // WordPiece's `[unusedN]` slots are. A role name on an id the model's own
+        // vocabulary spells otherwise (`[MASK]` declared over `cf`) is an alias, a candidate.
+        let own = tok.get_vocab(false);
+        let own_text: std::collections::HashMap<u32, &str> =
+            own.iter().map(|(t, &i)| (i, t.as_str())).collect();
+        let mut structural: HashSet<u32> = crate::model::tokenizer::encode(tok, "", true)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        structural.insert(model.pad_id());
+        let mut added = HashSet::new();
+        for (id, t) in tok.get_added_tokens_decoder() {
+            let alias = own_text.get(&id).is_some_and(|o| *o != t.content);
+            if t.special && is_role(&t.content) && !alias {
+                structural.insert(id);
+            } else if !structural.contains(&id) {
+                added.insert(id);
             }
-            (added, special)
-        };
+        }
+        let special = structural;
         let texts: Vec<String> = (0..n as u32)
             .map(|i| tok.id_to_token(i).unwrap_or_default())
             .collect();
@@ -80,7 +92,11 @@ impl Vocab {
                     return TokenClass::Special;
                 }
                 if added.contains(&(i as u32)) {
-                    return TokenClass::WordStart;
+                    return if is_wordlike(t) {
+                        TokenClass::WordStart
+                    } else {
+                        TokenClass::Unused
+                    };
                 }
                 match style {
                     Style::WordPiece if t.starts_with("[unused") => TokenClass::Unused,
@@ -149,6 +165,52 @@ impl Vocab {
             .take(n)
             .collect()
     }
+}
+
+/// Whether a special token's name is one of the structural roles models give them:
+/// sequence boundaries, padding, unknown, mask, and chat turns.
+fn is_role(content: &str) -> bool {
+    let name = content
+        .trim_matches(|c: char| matches!(c, '[' | ']' | '<' | '>' | '|' | '/'))
+        .to_ascii_lowercase();
+    const ROLES: &[&str] = &[
+        "cls",
+        "sep",
+        "pad",
+        "unk",
+        "mask",
+        "s",
+        "bos",
+        "eos",
+        "endoftext",
+        "end_of_text",
+        "begin_of_text",
+        "im_start",
+        "im_end",
+        "im_sep",
+        "start_of_turn",
+        "end_of_turn",
+        "start_header_id",
+        "end_header_id",
+        "eot_id",
+        "eom_id",
+        "eot",
+        "eos_token",
+        "bos_token",
+        "pad_token",
+        "unk_token",
+        "startoftext",
+        "user",
+        "assistant",
+        "system",
+        "end",
+        "begin",
+        "image",
+        "image_soft_token",
+        "start_of_image",
+        "end_of_image",
+    ];
+    ROLES.contains(&name.as_str())
 }
 
 /// Whether an added token is spelled as a word (letters and digits, at most one leading

@@ -437,7 +437,12 @@ impl Scanner {
             if let Some(d) = &forensics {
                 params.hint_token_ids.extend(d.candidate_tokens());
             }
-            let r = params.check()?.run(&model, progress)?;
+            let hunt = params.check()?;
+            let r = match &self.base {
+                // The base also tells task words from triggers (transfer).
+                Some(b) => hunt.run_with_base(&model, &Model::load(b, &self.load)?, progress)?,
+                None => hunt.run(&model, progress)?,
+            };
             timed("hunt", t);
             Some(r)
         } else {

@@ -53,7 +53,8 @@ pub struct HuntArgs {
     /// Candidate texts to try first (comma-separated).
     #[arg(long, value_delimiter = ',')]
     candidates: Vec<String>,
-    /// The base model this one claims to fine-tune: its top drifting tokens are tried first.
+    /// The base model this one claims to fine-tune: its top drifting tokens are tried first,
+    /// and a finding whose effect the base shows too counts as a task word (transfer).
     #[arg(long)]
     base: Option<PathBuf>,
     /// Fuzz after the beam search: mutate sequences with activation coverage as feedback.
@@ -146,7 +147,14 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         ..HuntParams::default()
     };
     let sink = Bars::new(args.quiet);
-    let report = params.check()?.run(&model, &sink)?;
+    let hunt = params.check()?;
+    let report = match &args.base {
+        Some(b) => {
+            let base = Model::load(b, &opts).with_context(|| format!("loading {}", b.display()))?;
+            hunt.run_with_base(&model, &base, &sink)?
+        }
+        None => hunt.run(&model, &sink)?,
+    };
     sink.clear();
     let mut out = std::io::stdout().lock();
     match args.format {
