@@ -552,6 +552,125 @@ fn a_config_that_runs_shipped_code_is_refused() {
     ));
 }
 
+/// Copy a zoo model into `dir`.
+fn copy_zoo(name: &str, dir: &Path) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/zoo")
+        .join(name);
+    let to = dir.join(name);
+    std::fs::create_dir(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// Run `f` on another thread and fail the test if it has not returned within a minute:
+/// the failure these tests guard against is a read that waits forever.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("hung on a pipe")
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pipe_named_as_a_model_file_is_a_typed_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_zoo("badnets-s0", tmp.path());
+    let weights = m.join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    mkfifo(&weights);
+    let dir = m.clone();
+    match within_a_minute(move || load(&dir).map(drop)) {
+        Err(Error::SpecialFile { path }) => assert_eq!(path, weights),
+        other => panic!("{other:?}"),
+    }
+    // Hashing walks the same files under the same rule.
+    let dir = m.clone();
+    let r = within_a_minute(move || {
+        trojanscan::provenance::Manifest::of_model(&dir, &Default::default()).map(drop)
+    });
+    assert!(matches!(r, Err(Error::SpecialFile { .. })), "{r:?}");
+    // Every reader of a model's files checks what it opened, not an earlier look at the
+    // path (a pipe swapped in after the directory was walked): named directly, each
+    // refuses the pipe at once.
+    let fifo = tmp.path().join("pipe");
+    mkfifo(&fifo);
+    let p = fifo.clone();
+    let results: Vec<(&str, trojanscan::Result<()>)> = within_a_minute(move || {
+        vec![
+            (
+                "tokenizer.json",
+                trojanscan::model::tokenizer::from_json_file(&p).map(drop),
+            ),
+            (
+                "gguf",
+                trojanscan::model::gguf::read_path(&p, &Default::default()).map(drop),
+            ),
+            ("sha256", trojanscan::provenance::sha256_file(&p).map(drop)),
+            (
+                "pickle",
+                trojanscan::provenance::pickle::scan_pickle(&p, &Default::default()).map(drop),
+            ),
+            ("model", load(&p).map(drop)),
+        ]
+    });
+    for (what, r) in results {
+        assert!(
+            matches!(&r, Err(Error::SpecialFile { path }) if *path == fifo),
+            "{what}: {r:?}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn every_reader_of_a_model_file_refuses_a_link_it_is_handed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_zoo("badnets-s0", tmp.path());
+    let link = tmp.path().join("link");
+    for target in ["tokenizer.json", "model.safetensors"] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(m.join(target), &link).unwrap();
+        let results: Vec<(&str, trojanscan::Result<()>)> = vec![
+            (
+                "tokenizer.json",
+                trojanscan::model::tokenizer::from_json_file(&link).map(drop),
+            ),
+            (
+                "gguf",
+                trojanscan::model::gguf::read_path(&link, &Default::default()).map(drop),
+            ),
+            (
+                "sha256",
+                trojanscan::provenance::sha256_file(&link).map(drop),
+            ),
+            (
+                "pickle",
+                trojanscan::provenance::pickle::scan_pickle(&link, &Default::default()).map(drop),
+            ),
+            ("model", load(&link).map(drop)),
+        ];
+        for (what, r) in results {
+            assert!(
+                matches!(&r, Err(Error::Symlink { path }) if *path == link),
+                "{target} via {what}: {r:?}"
+            );
+        }
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {

@@ -13,8 +13,10 @@
 //! - a GGUF split into several files (`split.count` above 1) is refused by the GGUF loader;
 //! - pickle checkpoints are refused ([`Error::PickleRefused`]);
 //! - neither the path given nor anything in a model directory may be a symbolic link
-//!   ([`Error::Symlink`]), nor a special file: the rule hashing and signing apply, so a link
-//!   cannot point the scan at one file and a later load at another.
+//!   ([`Error::Symlink`]), nor a special file ([`Error::SpecialFile`]): the rule hashing and
+//!   signing apply, so a link cannot point the scan at one file and a later load at
+//!   another. Every file of a model is opened by one opener, which holds to that rule
+//!   on the handle it reads, not on an earlier look at the path.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +70,9 @@ impl ModelSource {
         let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.file_type().is_symlink() {
             return Err(Error::Symlink { path: path.into() });
+        }
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(Error::SpecialFile { path: path.into() });
         }
         if meta.is_file() {
             if is_pickle(path) {
@@ -157,15 +162,73 @@ pub(crate) fn present(path: &Path) -> Result<bool> {
     }
 }
 
-/// Open a file of a model: a regular file, never through a symbolic link.
+/// Open a file of a model for reading: a regular file, never through a symbolic link.
+///
+/// The checks are made on what was opened, not on an earlier look at the path, so a link
+/// or a pipe swapped in between is refused too. On unix the file is opened with
+/// `O_NOFOLLOW` (a link as the last component fails to open: [`Error::Symlink`]) and
+/// `O_NONBLOCK` (opening a FIFO with no writer returns at once instead of waiting for
+/// one), then the handle's own metadata must say regular file, else
+/// [`Error::SpecialFile`]. `O_NONBLOCK` changes nothing for reads of a regular file. A
+/// file that does not exist is [`Error::NoModel`].
 pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
-    if !present(path)? {
-        return Err(Error::NoModel {
-            path: path.into(),
-            why: "not a regular file".into(),
-        });
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    std::fs::File::open(path).map_err(|e| Error::io(path, e))
+    #[cfg(not(unix))]
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Symlink { path: path.into() });
+    }
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::Symlink { path: path.into() })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoModel {
+                path: path.into(),
+                why: "the file does not exist".into(),
+            })
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::SpecialFile { path: path.into() });
+    }
+    Ok(file)
+}
+
+/// Read a file of a model whole, opened by [`open_regular`]: at most `limit` bytes, else
+/// [`Error::TooLarge`] (`what` names the kind of file). The size is checked from the
+/// handle's metadata before reading, and the read stops one byte past `limit`, so a file
+/// that grows meanwhile is refused too.
+pub(crate) fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let too_large = |len| Error::TooLarge {
+        path: path.into(),
+        what,
+        len,
+        limit,
+    };
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    Ok(buf)
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -186,7 +249,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn has_gguf_magic(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = open_regular(path)?;
     let mut magic = [0u8; 4];
     match f.read_exact(&mut magic) {
         Ok(()) => Ok(&magic == b"GGUF"),
