@@ -552,6 +552,49 @@ fn a_config_that_runs_shipped_code_is_refused() {
     ));
 }
 
+#[test]
+fn a_tokenizer_config_that_runs_shipped_code_is_refused() {
+    // AutoTokenizer imports the class `auto_map` names from the repository.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let path = d.join("tokenizer_config.json");
+    let evil = serde_json::json!({
+        "tokenizer_class": "EvilTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", null]}
+    });
+    std::fs::write(&path, evil.to_string()).unwrap();
+    match load(&d) {
+        Err(Error::CustomCode { path: p, key }) => {
+            assert_eq!(p, path);
+            assert_eq!(key, "auto_map");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Refused wherever the model is resolved, not only when it is built.
+    assert!(matches!(
+        trojanscan::model::ModelSource::detect(&d),
+        Err(Error::CustomCode { .. })
+    ));
+    // Malformed, as a malformed config.json is: a config error naming the file.
+    std::fs::write(&path, b"{\"auto_map\": ").unwrap();
+    match load(&d) {
+        Err(Error::Config(why)) => assert!(why.starts_with("tokenizer_config.json"), "{why}"),
+        other => panic!("{:?}", other.err()),
+    }
+    // Oversized: refused from its size before it is read.
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(trojanscan::model::source::MAX_TOKENIZER_CONFIG_BYTES + 1)
+        .unwrap();
+    drop(f);
+    assert!(matches!(load(&d), Err(Error::TooLarge { path: p, .. }) if p == path));
+    // One without `auto_map` loads, as does a model with none at all.
+    std::fs::write(&path, br#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#).unwrap();
+    assert!(load(&d).is_ok());
+    std::fs::remove_file(&path).unwrap();
+    assert!(load(&d).is_ok());
+}
+
 /// Copy a zoo model into `dir`.
 fn copy_zoo(name: &str, dir: &Path) -> std::path::PathBuf {
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,9 +6,10 @@
 //!   `model.safetensors.index.json` names (transformers' order). A directory holding both
 //!   is refused ([`Error::CompetingWeights`]): transformers would load the single file, a
 //!   loader that prefers the index the shards, and the two may differ;
-//! - a `config.json` with `auto_map` is refused ([`Error::CustomCode`]): with
-//!   `trust_remote_code` transformers runs the repository's own Python, which can build any
-//!   model from any file;
+//! - a `config.json` or `tokenizer_config.json` with `auto_map` is refused
+//!   ([`Error::CustomCode`]): with `trust_remote_code` transformers runs the repository's
+//!   own Python (a model class from `config.json`'s, a tokenizer class from
+//!   `tokenizer_config.json`'s), which can build any model or tokenizer from any file;
 //! - a directory with no safetensors loads its one `.gguf` file; with several, name one;
 //! - a GGUF split into several files (`split.count` above 1) is refused by the GGUF loader;
 //! - pickle checkpoints are refused ([`Error::PickleRefused`]);
@@ -24,6 +25,10 @@ use crate::{Error, Result};
 
 /// Extensions of pickle-based checkpoints, which are refused.
 const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "ckpt", "pkl", "pickle"];
+
+/// Cap on the size of a `tokenizer_config.json` read for `auto_map` (the same as a
+/// `config.json`'s: real ones, added-token tables included, stay under a megabyte).
+pub const MAX_TOKENIZER_CONFIG_BYTES: u64 = super::config::MAX_CONFIG_BYTES;
 
 /// The on-disk form of a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,10 @@ fn is_pickle(p: &Path) -> bool {
 impl ModelSource {
     /// Detect the format of `path`: a `.gguf` file (by magic, not name), or a directory
     /// holding safetensors (or a single GGUF file). Pickle checkpoints are refused.
+    ///
+    /// A directory's `config.json` and `tokenizer_config.json` (when present) are read
+    /// here for `auto_map`, so every command that resolves a model refuses custom code
+    /// ([`Error::CustomCode`]), not only those that build it.
     pub fn detect(path: &Path) -> Result<Self> {
         let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.file_type().is_symlink() {
@@ -142,6 +151,15 @@ impl ModelSource {
                 path: dir,
                 why: "tokenizer.json is missing".into(),
             });
+        }
+        check_auto_map(&config, "config.json", super::config::MAX_CONFIG_BYTES)?;
+        let tokenizer_config = dir.join("tokenizer_config.json");
+        if present(&tokenizer_config)? {
+            check_auto_map(
+                &tokenizer_config,
+                "tokenizer_config.json",
+                MAX_TOKENIZER_CONFIG_BYTES,
+            )?;
         }
         Ok(ModelSource::HfDir {
             dir,
@@ -229,6 +247,28 @@ pub(crate) fn read_regular(path: &Path, limit: u64, what: &'static str) -> Resul
         return Err(too_large(buf.len() as u64));
     }
     Ok(buf)
+}
+
+/// Refuse a `config.json` or `tokenizer_config.json` naming code shipped with the model
+/// (`auto_map`: transformers imports the named Python module from the repository when
+/// asked to trust it). A file that is not a JSON object is [`Error::Config`], as a
+/// malformed `config.json` always was; one over `limit` bytes is [`Error::TooLarge`].
+fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        auto_map: Option<serde_json::Value>,
+    }
+    let bytes = read_regular(path, limit, "model metadata file")?;
+    let probe: Probe =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    if probe.auto_map.is_some() {
+        return Err(Error::CustomCode {
+            path: path.into(),
+            key: "auto_map".into(),
+        });
+    }
+    Ok(())
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
