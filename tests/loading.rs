@@ -714,6 +714,58 @@ fn every_reader_of_a_model_file_refuses_a_link_it_is_handed() {
     }
 }
 
+/// A pickle that runs `id` when unpickled.
+const EVIL_PICKLE: &[u8] = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
+
+#[test]
+fn a_pickle_beside_the_safetensors_is_left_unread_and_named() {
+    // transformers loads model.safetensors and never unpickles pytorch_model.bin beside
+    // it; many hub repositories ship both.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let pickle = d.join("pytorch_model.bin");
+    std::fs::write(&pickle, EVIL_PICKLE).unwrap();
+    let model = load(&d).unwrap();
+    let info = model.info();
+    assert_eq!(info.format, "safetensors");
+    assert!(info.files.iter().all(|(p, _)| *p != pickle));
+    assert_eq!(info.unread_weights, std::slice::from_ref(&pickle));
+    let note = info.unread_note().unwrap();
+    assert!(
+        note.contains("pytorch_model.bin") && note.contains("pickle-scan"),
+        "{note}"
+    );
+    // Hashed with every file all the same: a signature covers it.
+    let m = trojanscan::provenance::Manifest::of_model(&d, &Default::default()).unwrap();
+    assert!(m.resources.iter().any(|r| r.name == "pytorch_model.bin"));
+}
+
+#[test]
+fn a_gguf_beside_the_safetensors_is_left_unread_and_named() {
+    // transformers reads a GGUF only when it is named; a directory's safetensors win. The
+    // GGUF here is not even valid: reading it would be an error.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let gguf = d.join("model-q4.gguf");
+    std::fs::write(&gguf, b"GGUF\xff\xff\xff\xffnot a header").unwrap();
+    let model = load(&d).unwrap();
+    let info = model.info();
+    assert_eq!(info.format, "safetensors");
+    assert_eq!(info.unread_weights, [gguf]);
+    let note = info.unread_note().unwrap();
+    assert!(
+        note.contains("model-q4.gguf") && !note.contains("pickle-scan"),
+        "{note}"
+    );
+    // Named by its path, it is the model, and the folder's other files are not its own.
+    assert!(matches!(
+        load(&d.join("model-q4.gguf")),
+        Err(Error::Gguf { .. })
+    ));
+}
+
 #[cfg(unix)]
 #[test]
 fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {

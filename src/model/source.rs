@@ -10,9 +10,13 @@
 //!   ([`Error::CustomCode`]): with `trust_remote_code` transformers runs the repository's
 //!   own Python (a model class from `config.json`'s, a tokenizer class from
 //!   `tokenizer_config.json`'s), which can build any model or tokenizer from any file;
+//! - other weights beside the safetensors (pickle checkpoints, `.gguf`, other
+//!   `.safetensors` files, TensorFlow, Flax or ONNX exports) are not read, as transformers
+//!   does not read them: they are listed as [`ModelInfo::unread_weights`](super::ModelInfo)
+//!   so that no report presents them as scanned (`pickle-scan` inspects pickles);
 //! - a directory with no safetensors loads its one `.gguf` file; with several, name one;
 //! - a GGUF split into several files (`split.count` above 1) is refused by the GGUF loader;
-//! - pickle checkpoints are refused ([`Error::PickleRefused`]);
+//! - pickle checkpoints with no safetensors are refused ([`Error::PickleRefused`]);
 //! - neither the path given nor anything in a model directory may be a symbolic link
 //!   ([`Error::Symlink`]), nor a special file ([`Error::SpecialFile`]): the rule hashing and
 //!   signing apply, so a link cannot point the scan at one file and a later load at
@@ -25,6 +29,12 @@ use crate::{Error, Result};
 
 /// Extensions of pickle-based checkpoints, which are refused.
 const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "ckpt", "pkl", "pickle"];
+
+/// Extensions of weight files other than pickles that a model directory may carry beside
+/// the weights trojanscan loads: GGUF, safetensors variants (`consolidated.safetensors`,
+/// `model.fp16.safetensors`), TensorFlow (`tf_model.h5`), Flax (`flax_model.msgpack`) and
+/// ONNX exports.
+const OTHER_WEIGHT_EXTENSIONS: &[&str] = &["gguf", "safetensors", "h5", "msgpack", "onnx"];
 
 /// Cap on the size of a `tokenizer_config.json` read for `auto_map` (the same as a
 /// `config.json`'s: real ones, added-token tables included, stay under a megabyte).
@@ -62,7 +72,7 @@ pub enum WeightFiles {
     Sharded(PathBuf),
 }
 
-fn is_pickle(p: &Path) -> bool {
+pub(crate) fn is_pickle(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -269,6 +279,22 @@ fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Weight files at the top of `dir` that are not among `loaded`: pickle checkpoints and
+/// the kinds in [`OTHER_WEIGHT_EXTENSIONS`]. Loaders that read the directory as
+/// transformers does leave them alone, and so does trojanscan; they are named so that a
+/// report never suggests they were scanned.
+pub(crate) fn unread_weights(dir: &Path, loaded: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .filter(|p| {
+            let other = p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                OTHER_WEIGHT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            });
+            (is_pickle(p) || other) && !loaded.contains(p)
+        })
+        .collect())
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {

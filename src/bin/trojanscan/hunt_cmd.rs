@@ -146,8 +146,10 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         ..HuntParams::default()
     };
     let sink = Bars::new(args.quiet);
-    let report = params.check()?.run(&model, &sink)?;
+    let mut report = params.check()?.run(&model, &sink)?;
     sink.clear();
+    // The report says what it did not cover: weights left unread.
+    report.notes.extend(model.info().unread_note());
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
