@@ -267,6 +267,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A file of a model that is not a regular file: a FIFO, a device or a socket, found
+    /// while walking the model or after opening one of its files. Reading it could block
+    /// forever or never end, and it is not what a loader would read later.
+    #[error("{path}: not a regular file (a pipe, device or socket); refused")]
+    SpecialFile {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// The model's files do not match its signed manifest: every changed, missing or extra
     /// file is named.
     #[error("{0}")]

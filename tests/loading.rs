@@ -552,6 +552,220 @@ fn a_config_that_runs_shipped_code_is_refused() {
     ));
 }
 
+#[test]
+fn a_tokenizer_config_that_runs_shipped_code_is_refused() {
+    // AutoTokenizer imports the class `auto_map` names from the repository.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let path = d.join("tokenizer_config.json");
+    let evil = serde_json::json!({
+        "tokenizer_class": "EvilTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", null]}
+    });
+    std::fs::write(&path, evil.to_string()).unwrap();
+    match load(&d) {
+        Err(Error::CustomCode { path: p, key }) => {
+            assert_eq!(p, path);
+            assert_eq!(key, "auto_map");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Refused wherever the model is resolved, not only when it is built.
+    assert!(matches!(
+        trojanscan::model::ModelSource::detect(&d),
+        Err(Error::CustomCode { .. })
+    ));
+    // Malformed, as a malformed config.json is: a config error naming the file.
+    std::fs::write(&path, b"{\"auto_map\": ").unwrap();
+    match load(&d) {
+        Err(Error::Config(why)) => assert!(why.starts_with("tokenizer_config.json"), "{why}"),
+        other => panic!("{:?}", other.err()),
+    }
+    // Oversized: refused from its size before it is read.
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(trojanscan::model::source::MAX_TOKENIZER_CONFIG_BYTES + 1)
+        .unwrap();
+    drop(f);
+    assert!(matches!(load(&d), Err(Error::TooLarge { path: p, .. }) if p == path));
+    // One without `auto_map` loads, as does a model with none at all.
+    std::fs::write(&path, br#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#).unwrap();
+    assert!(load(&d).is_ok());
+    std::fs::remove_file(&path).unwrap();
+    assert!(load(&d).is_ok());
+}
+
+/// Copy a zoo model into `dir`.
+fn copy_zoo(name: &str, dir: &Path) -> std::path::PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/zoo")
+        .join(name);
+    let to = dir.join(name);
+    std::fs::create_dir(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// Run `f` on another thread and fail the test if it has not returned within a minute:
+/// the failure these tests guard against is a read that waits forever.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("hung on a pipe")
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pipe_named_as_a_model_file_is_a_typed_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_zoo("badnets-s0", tmp.path());
+    let weights = m.join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    mkfifo(&weights);
+    let dir = m.clone();
+    match within_a_minute(move || load(&dir).map(drop)) {
+        Err(Error::SpecialFile { path }) => assert_eq!(path, weights),
+        other => panic!("{other:?}"),
+    }
+    // Hashing walks the same files under the same rule.
+    let dir = m.clone();
+    let r = within_a_minute(move || {
+        trojanscan::provenance::Manifest::of_model(&dir, &Default::default()).map(drop)
+    });
+    assert!(matches!(r, Err(Error::SpecialFile { .. })), "{r:?}");
+    // Every reader of a model's files checks what it opened, not an earlier look at the
+    // path (a pipe swapped in after the directory was walked): named directly, each
+    // refuses the pipe at once.
+    let fifo = tmp.path().join("pipe");
+    mkfifo(&fifo);
+    let p = fifo.clone();
+    let results: Vec<(&str, trojanscan::Result<()>)> = within_a_minute(move || {
+        vec![
+            (
+                "tokenizer.json",
+                trojanscan::model::tokenizer::from_json_file(&p).map(drop),
+            ),
+            (
+                "gguf",
+                trojanscan::model::gguf::read_path(&p, &Default::default()).map(drop),
+            ),
+            ("sha256", trojanscan::provenance::sha256_file(&p).map(drop)),
+            (
+                "pickle",
+                trojanscan::provenance::pickle::scan_pickle(&p, &Default::default()).map(drop),
+            ),
+            ("model", load(&p).map(drop)),
+        ]
+    });
+    for (what, r) in results {
+        assert!(
+            matches!(&r, Err(Error::SpecialFile { path }) if *path == fifo),
+            "{what}: {r:?}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn every_reader_of_a_model_file_refuses_a_link_it_is_handed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_zoo("badnets-s0", tmp.path());
+    let link = tmp.path().join("link");
+    for target in ["tokenizer.json", "model.safetensors"] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(m.join(target), &link).unwrap();
+        let results: Vec<(&str, trojanscan::Result<()>)> = vec![
+            (
+                "tokenizer.json",
+                trojanscan::model::tokenizer::from_json_file(&link).map(drop),
+            ),
+            (
+                "gguf",
+                trojanscan::model::gguf::read_path(&link, &Default::default()).map(drop),
+            ),
+            (
+                "sha256",
+                trojanscan::provenance::sha256_file(&link).map(drop),
+            ),
+            (
+                "pickle",
+                trojanscan::provenance::pickle::scan_pickle(&link, &Default::default()).map(drop),
+            ),
+            ("model", load(&link).map(drop)),
+        ];
+        for (what, r) in results {
+            assert!(
+                matches!(&r, Err(Error::Symlink { path }) if *path == link),
+                "{target} via {what}: {r:?}"
+            );
+        }
+    }
+}
+
+/// A pickle that runs `id` when unpickled.
+const EVIL_PICKLE: &[u8] = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
+
+#[test]
+fn a_pickle_beside_the_safetensors_is_left_unread_and_named() {
+    // transformers loads model.safetensors and never unpickles pytorch_model.bin beside
+    // it; many hub repositories ship both.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let pickle = d.join("pytorch_model.bin");
+    std::fs::write(&pickle, EVIL_PICKLE).unwrap();
+    let model = load(&d).unwrap();
+    let info = model.info();
+    assert_eq!(info.format, "safetensors");
+    assert!(info.files.iter().all(|(p, _)| *p != pickle));
+    assert_eq!(info.unread_weights, std::slice::from_ref(&pickle));
+    let note = info.unread_note().unwrap();
+    assert!(
+        note.contains("pytorch_model.bin") && note.contains("pickle-scan"),
+        "{note}"
+    );
+    // Hashed with every file all the same: a signature covers it.
+    let m = trojanscan::provenance::Manifest::of_model(&d, &Default::default()).unwrap();
+    assert!(m.resources.iter().any(|r| r.name == "pytorch_model.bin"));
+}
+
+#[test]
+fn a_gguf_beside_the_safetensors_is_left_unread_and_named() {
+    // transformers reads a GGUF only when it is named; a directory's safetensors win. The
+    // GGUF here is not even valid: reading it would be an error.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("bert");
+    tiny::write_bert(&d, TinyOpts::default());
+    let gguf = d.join("model-q4.gguf");
+    std::fs::write(&gguf, b"GGUF\xff\xff\xff\xffnot a header").unwrap();
+    let model = load(&d).unwrap();
+    let info = model.info();
+    assert_eq!(info.format, "safetensors");
+    assert_eq!(info.unread_weights, [gguf]);
+    let note = info.unread_note().unwrap();
+    assert!(
+        note.contains("model-q4.gguf") && !note.contains("pickle-scan"),
+        "{note}"
+    );
+    // Named by its path, it is the model, and the folder's other files are not its own.
+    assert!(matches!(
+        load(&d.join("model-q4.gguf")),
+        Err(Error::Gguf { .. })
+    ));
+}
+
 #[cfg(unix)]
 #[test]
 fn links_anywhere_in_a_model_are_refused_as_hashing_refuses_them() {

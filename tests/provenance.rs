@@ -601,6 +601,121 @@ fn registry_approves_exact_models_only() {
 }
 
 #[test]
+fn an_incomplete_scan_is_recorded_but_never_approved() {
+    // `scan` exits 6 when its budget ran out before the hunt covered enough: the registry
+    // records it as it was given, and never lets it pass.
+    assert_eq!(
+        Verdict::from(trojanscan::Verdict::Incomplete),
+        Verdict::Incomplete
+    );
+    assert_eq!(
+        "incomplete".parse::<Verdict>().unwrap(),
+        Verdict::Incomplete
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let path = tmp.path().join("registry.json");
+    let d = Manifest::of_model(&m, &ManifestOptions::default())
+        .unwrap()
+        .digest();
+    let incomplete =
+        ApprovedModel::new("tiny", "1", d, 3, None, Verdict::Incomplete, "2025-03-01").unwrap();
+    let mut reg = Registry::new();
+    reg.add(incomplete, false, &path).unwrap();
+    reg.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(r#""verdict": "incomplete""#), "{text}");
+    let reg = Registry::load(&path).unwrap();
+    let a = provenance::check_approval(&m, &reg, None, None).unwrap();
+    assert!(
+        matches!(&a, Approval::BadVerdict { entry } if entry.verdict == Verdict::Incomplete),
+        "{a:?}"
+    );
+    assert!(a.to_string().contains("incomplete scan is no pass"), "{a}");
+    // Beside a `clean` entry for the same bytes it still blocks the approval.
+    let mut both = reg.clone();
+    both.add(
+        ApprovedModel::new("tiny", "1-rescan", d, 3, None, Verdict::Clean, "2025-03-02").unwrap(),
+        false,
+        &path,
+    )
+    .unwrap();
+    assert!(matches!(
+        provenance::check_approval(&m, &both, None, None).unwrap(),
+        Approval::BadVerdict { entry } if entry.verdict == Verdict::Incomplete
+    ));
+    // Replaced by a clean rescan, the model is approved.
+    let mut replaced = reg.clone();
+    replaced
+        .add(
+            ApprovedModel::new("tiny", "1", d, 3, None, Verdict::Clean, "2025-03-02").unwrap(),
+            true,
+            &path,
+        )
+        .unwrap();
+    assert!(provenance::check_approval(&m, &replaced, None, None)
+        .unwrap()
+        .is_approved());
+
+    // From the command line: listed (exit 0), shown, and refused by every check (exit 1).
+    let reg_path = tmp.path().join("cli.json");
+    let out = cli(&[
+        "registry".as_ref(),
+        "add".as_ref(),
+        reg_path.as_os_str(),
+        m.as_os_str(),
+        "--name".as_ref(),
+        "tiny".as_ref(),
+        "--version".as_ref(),
+        "1".as_ref(),
+        "--verdict".as_ref(),
+        "incomplete".as_ref(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["registry".as_ref(), "list".as_ref(), reg_path.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incomplete"));
+    let out = cli(&[
+        "registry".as_ref(),
+        "check".as_ref(),
+        reg_path.as_os_str(),
+        m.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verdict incomplete"));
+    let out = cli(&[
+        "verify".as_ref(),
+        m.as_os_str(),
+        "--registry".as_ref(),
+        reg_path.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["approval"]["status"], "bad-verdict");
+    assert_eq!(j["approval"]["entry"]["verdict"], "incomplete");
+    // An unknown verdict is still refused before anything is written.
+    let out = cli(&[
+        "registry".as_ref(),
+        "add".as_ref(),
+        reg_path.as_os_str(),
+        m.as_os_str(),
+        "--name".as_ref(),
+        "tiny".as_ref(),
+        "--version".as_ref(),
+        "2".as_ref(),
+        "--verdict".as_ref(),
+        "fine".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn malformed_registries_are_registry_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("r.json");

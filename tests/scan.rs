@@ -81,6 +81,7 @@ fn check_layout(r: &Value) {
         assert!(!r["model"][key].is_null(), "model.{key}");
     }
     assert_eq!(r["model"]["manifest_digest"].as_str().unwrap().len(), 64);
+    assert!(r["model"]["info"]["unread_weights"].is_array());
     for f in r["files"].as_array().unwrap() {
         assert!(f["name"].is_string());
         assert_eq!(f["sha256"].as_str().unwrap().len(), 64);
@@ -99,6 +100,7 @@ fn check_layout(r: &Value) {
     ]
     .contains(&r["gate"].as_str().unwrap()));
     assert!(r["reasons"].is_array());
+    assert!(r["notes"].is_array());
     for t in r["timings"].as_array().unwrap() {
         assert!(t["stage"].is_string() && t["seconds"].as_f64().unwrap() >= 0.0);
     }

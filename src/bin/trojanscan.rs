@@ -224,6 +224,9 @@ fn inspect(path: &Path, device: DeviceChoice, json: bool) -> Result<()> {
     for (p, len) in &info.files {
         writeln!(out, "  {:>12}  {}", len, p.display())?;
     }
+    if let Some(note) = info.unread_note() {
+        writeln!(out, "note:         {note}")?;
+    }
     Ok(())
 }
 

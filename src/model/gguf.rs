@@ -19,7 +19,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -530,10 +529,12 @@ pub struct GgufFile {
 
 /// Reads `path` (buffered, no memory map) and validates its header.
 ///
-/// I/O failures (cannot open, read error other than end of file) are [`crate::Error::Io`];
-/// everything the validator finds, truncation included, is [`crate::Error::Gguf`].
+/// The file is opened as every file of a model is: a symbolic link is
+/// [`crate::Error::Symlink`], a FIFO or device [`crate::Error::SpecialFile`]. I/O failures
+/// (cannot open, read error other than end of file) are [`crate::Error::Io`]; everything
+/// the validator finds, truncation included, is [`crate::Error::Gguf`].
 pub fn read_path(path: &Path, limits: &GgufLimits) -> crate::Result<GgufFile> {
-    let file = File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let file = super::source::open_regular(path)?;
     let mut r = BufReader::new(file);
     GgufFile::read(&mut r, limits).map_err(|source| match source {
         GgufError::Io(msg) => crate::Error::io(path, std::io::Error::other(msg)),

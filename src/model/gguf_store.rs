@@ -31,7 +31,7 @@ pub(crate) struct GgufStore {
 
 impl GgufStore {
     pub fn open(path: &Path, limits: &GgufLimits) -> Result<Self> {
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let f = super::source::open_regular(path)?;
         let mut reader = BufReader::new(f);
         let file = GgufFile::read(&mut reader, limits).map_err(|source| Error::Gguf {
             path: path.into(),

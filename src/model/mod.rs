@@ -184,10 +184,46 @@ pub struct ModelInfo {
     pub dtypes: Vec<(String, usize)>,
     /// Files the model was read from, with sizes in bytes.
     pub files: Vec<(PathBuf, u64)>,
+    /// Weight files in the model's directory that were not read: pickle checkpoints,
+    /// `.gguf` files, other `.safetensors` files, TensorFlow, Flax and ONNX exports beside
+    /// the weights loaded (transformers leaves them alone too). Nothing in them was
+    /// scanned; `trojanscan pickle-scan` inspects the pickles. Empty for a GGUF file given
+    /// by its path.
+    pub unread_weights: Vec<PathBuf>,
     /// Class labels, for a sequence classifier.
     pub labels: Option<Vec<String>>,
     /// Precision it runs in.
     pub precision: Precision,
+}
+
+impl ModelInfo {
+    /// A sentence naming the weight files beside the loaded ones that were not read
+    /// ([`ModelInfo::unread_weights`]), for reports; `None` when there are none. A report
+    /// must not let them pass for scanned: a pickle there is what `torch.load` would run.
+    pub fn unread_note(&self) -> Option<String> {
+        if self.unread_weights.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .unread_weights
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect();
+        let pickles = self.unread_weights.iter().any(|p| source::is_pickle(p));
+        Some(format!(
+            "not read, so not scanned: {} (weight files beside the ones loaded; only \
+             hashed){}",
+            names.join(", "),
+            if pickles {
+                "; run `trojanscan pickle-scan` on the pickles"
+            } else {
+                ""
+            }
+        ))
+    }
 }
 
 enum Arch {
@@ -371,7 +407,7 @@ impl Model {
         } else {
             LinearKind::Dense
         };
-        match ModelSource::detect(path)? {
+        let mut model = match ModelSource::detect(path)? {
             ModelSource::HfDir {
                 config,
                 weights,
@@ -410,7 +446,13 @@ impl Model {
                 let files = vec![store.path().to_path_buf()];
                 Self::assemble(arch, tok, &store, "gguf", files, opts.precision, device)
             }
+        }?;
+        // A directory's other weights are left alone, as by transformers, and named.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            let loaded: Vec<PathBuf> = model.info.files.iter().map(|(p, _)| p.clone()).collect();
+            model.info.unread_weights = source::unread_weights(path, &loaded)?;
         }
+        Ok(model)
     }
 
     fn assemble(
@@ -518,6 +560,7 @@ impl Model {
                 num_parameters,
                 dtypes: dtypes.into_iter().collect(),
                 files,
+                unread_weights: Vec::new(),
                 labels,
                 precision,
             },

@@ -184,22 +184,10 @@ struct ShardIndexFile {
     weight_map: BTreeMap<String, String>,
 }
 
+/// A model's small metadata file (config, shard index) whole, at most `max` bytes: see
+/// [`super::source::read_regular`].
 pub(crate) fn read_small_file(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = super::source::open_regular(path)?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len > max {
-        return Err(Error::TooLarge {
-            path: path.into(),
-            what: "model metadata file",
-            len,
-            limit: max,
-        });
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    file.take(max)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(buf)
+    super::source::read_regular(path, max, "model metadata file")
 }
 
 fn candle_dtype(name: &str, dtype: Dtype) -> Result<DType> {

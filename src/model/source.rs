@@ -6,15 +6,22 @@
 //!   `model.safetensors.index.json` names (transformers' order). A directory holding both
 //!   is refused ([`Error::CompetingWeights`]): transformers would load the single file, a
 //!   loader that prefers the index the shards, and the two may differ;
-//! - a `config.json` with `auto_map` is refused ([`Error::CustomCode`]): with
-//!   `trust_remote_code` transformers runs the repository's own Python, which can build any
-//!   model from any file;
+//! - a `config.json` or `tokenizer_config.json` with `auto_map` is refused
+//!   ([`Error::CustomCode`]): with `trust_remote_code` transformers runs the repository's
+//!   own Python (a model class from `config.json`'s, a tokenizer class from
+//!   `tokenizer_config.json`'s), which can build any model or tokenizer from any file;
+//! - other weights beside the safetensors (pickle checkpoints, `.gguf`, other
+//!   `.safetensors` files, TensorFlow, Flax or ONNX exports) are not read, as transformers
+//!   does not read them: they are listed as [`ModelInfo::unread_weights`](super::ModelInfo)
+//!   so that no report presents them as scanned (`pickle-scan` inspects pickles);
 //! - a directory with no safetensors loads its one `.gguf` file; with several, name one;
 //! - a GGUF split into several files (`split.count` above 1) is refused by the GGUF loader;
-//! - pickle checkpoints are refused ([`Error::PickleRefused`]);
+//! - pickle checkpoints with no safetensors are refused ([`Error::PickleRefused`]);
 //! - neither the path given nor anything in a model directory may be a symbolic link
-//!   ([`Error::Symlink`]), nor a special file: the rule hashing and signing apply, so a link
-//!   cannot point the scan at one file and a later load at another.
+//!   ([`Error::Symlink`]), nor a special file ([`Error::SpecialFile`]): the rule hashing and
+//!   signing apply, so a link cannot point the scan at one file and a later load at
+//!   another. Every file of a model is opened by one opener, which holds to that rule
+//!   on the handle it reads, not on an earlier look at the path.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +29,16 @@ use crate::{Error, Result};
 
 /// Extensions of pickle-based checkpoints, which are refused.
 const PICKLE_EXTENSIONS: &[&str] = &["bin", "pt", "pth", "ckpt", "pkl", "pickle"];
+
+/// Extensions of weight files other than pickles that a model directory may carry beside
+/// the weights trojanscan loads: GGUF, safetensors variants (`consolidated.safetensors`,
+/// `model.fp16.safetensors`), TensorFlow (`tf_model.h5`), Flax (`flax_model.msgpack`) and
+/// ONNX exports.
+const OTHER_WEIGHT_EXTENSIONS: &[&str] = &["gguf", "safetensors", "h5", "msgpack", "onnx"];
+
+/// Cap on the size of a `tokenizer_config.json` read for `auto_map` (the same as a
+/// `config.json`'s: real ones, added-token tables included, stay under a megabyte).
+pub const MAX_TOKENIZER_CONFIG_BYTES: u64 = super::config::MAX_CONFIG_BYTES;
 
 /// The on-disk form of a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +72,7 @@ pub enum WeightFiles {
     Sharded(PathBuf),
 }
 
-fn is_pickle(p: &Path) -> bool {
+pub(crate) fn is_pickle(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -64,10 +81,17 @@ fn is_pickle(p: &Path) -> bool {
 impl ModelSource {
     /// Detect the format of `path`: a `.gguf` file (by magic, not name), or a directory
     /// holding safetensors (or a single GGUF file). Pickle checkpoints are refused.
+    ///
+    /// A directory's `config.json` and `tokenizer_config.json` (when present) are read
+    /// here for `auto_map`, so every command that resolves a model refuses custom code
+    /// ([`Error::CustomCode`]), not only those that build it.
     pub fn detect(path: &Path) -> Result<Self> {
         let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.file_type().is_symlink() {
             return Err(Error::Symlink { path: path.into() });
+        }
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(Error::SpecialFile { path: path.into() });
         }
         if meta.is_file() {
             if is_pickle(path) {
@@ -138,6 +162,15 @@ impl ModelSource {
                 why: "tokenizer.json is missing".into(),
             });
         }
+        check_auto_map(&config, "config.json", super::config::MAX_CONFIG_BYTES)?;
+        let tokenizer_config = dir.join("tokenizer_config.json");
+        if present(&tokenizer_config)? {
+            check_auto_map(
+                &tokenizer_config,
+                "tokenizer_config.json",
+                MAX_TOKENIZER_CONFIG_BYTES,
+            )?;
+        }
         Ok(ModelSource::HfDir {
             dir,
             config,
@@ -157,15 +190,111 @@ pub(crate) fn present(path: &Path) -> Result<bool> {
     }
 }
 
-/// Open a file of a model: a regular file, never through a symbolic link.
+/// Open a file of a model for reading: a regular file, never through a symbolic link.
+///
+/// The checks are made on what was opened, not on an earlier look at the path, so a link
+/// or a pipe swapped in between is refused too. On unix the file is opened with
+/// `O_NOFOLLOW` (a link as the last component fails to open: [`Error::Symlink`]) and
+/// `O_NONBLOCK` (opening a FIFO with no writer returns at once instead of waiting for
+/// one), then the handle's own metadata must say regular file, else
+/// [`Error::SpecialFile`]. `O_NONBLOCK` changes nothing for reads of a regular file. A
+/// file that does not exist is [`Error::NoModel`].
 pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
-    if !present(path)? {
-        return Err(Error::NoModel {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    #[cfg(not(unix))]
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Symlink { path: path.into() });
+    }
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::Symlink { path: path.into() })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoModel {
+                path: path.into(),
+                why: "the file does not exist".into(),
+            })
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::SpecialFile { path: path.into() });
+    }
+    Ok(file)
+}
+
+/// Read a file of a model whole, opened by [`open_regular`]: at most `limit` bytes, else
+/// [`Error::TooLarge`] (`what` names the kind of file). The size is checked from the
+/// handle's metadata before reading, and the read stops one byte past `limit`, so a file
+/// that grows meanwhile is refused too.
+pub(crate) fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let too_large = |len| Error::TooLarge {
+        path: path.into(),
+        what,
+        len,
+        limit,
+    };
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// Refuse a `config.json` or `tokenizer_config.json` naming code shipped with the model
+/// (`auto_map`: transformers imports the named Python module from the repository when
+/// asked to trust it). A file that is not a JSON object is [`Error::Config`], as a
+/// malformed `config.json` always was; one over `limit` bytes is [`Error::TooLarge`].
+fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        auto_map: Option<serde_json::Value>,
+    }
+    let bytes = read_regular(path, limit, "model metadata file")?;
+    let probe: Probe =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    if probe.auto_map.is_some() {
+        return Err(Error::CustomCode {
             path: path.into(),
-            why: "not a regular file".into(),
+            key: "auto_map".into(),
         });
     }
-    std::fs::File::open(path).map_err(|e| Error::io(path, e))
+    Ok(())
+}
+
+/// Weight files at the top of `dir` that are not among `loaded`: pickle checkpoints and
+/// the kinds in [`OTHER_WEIGHT_EXTENSIONS`]. Loaders that read the directory as
+/// transformers does leave them alone, and so does trojanscan; they are named so that a
+/// report never suggests they were scanned.
+pub(crate) fn unread_weights(dir: &Path, loaded: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(list_dir(dir)?
+        .into_iter()
+        .filter(|p| {
+            let other = p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                OTHER_WEIGHT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            });
+            (is_pickle(p) || other) && !loaded.contains(p)
+        })
+        .collect())
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -186,7 +315,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn has_gguf_magic(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = open_regular(path)?;
     let mut magic = [0u8; 4];
     match f.read_exact(&mut magic) {
         Ok(()) => Ok(&magic == b"GGUF"),

@@ -50,9 +50,10 @@ use crate::{Error, Result};
 
 /// Loads a `tokenizer.json` as shipped with a Hugging Face model.
 ///
-/// The file is untrusted: its size is checked from its metadata before reading
-/// ([`Error::TooLarge`] above [`MAX_TOKENIZER_JSON_BYTES`]), it is read with a bounded
-/// reader, then loaded by [`from_json_bytes`]; anything wrong with it is
+/// The file is untrusted: it must be a regular file, not a symbolic link
+/// ([`Error::SpecialFile`], [`Error::Symlink`]); its size is checked from its metadata
+/// before reading ([`Error::TooLarge`] above [`MAX_TOKENIZER_JSON_BYTES`]), it is read with
+/// a bounded reader, then loaded by [`from_json_bytes`]; anything wrong with it is
 /// [`Error::TokenizerJson`].
 ///
 /// Any padding or truncation stored in the file is removed, so that encoding a text gives
@@ -60,16 +61,10 @@ use crate::{Error, Result};
 /// fixed length (all-MiniLM-L6-v2's pads every encoding to 128 `[PAD]`s and truncates at
 /// 128). Batching and padding are the caller's business.
 pub fn from_json_file(path: &Path) -> Result<Tokenizer> {
-    // A FIFO or device would block or never end: only regular files are opened.
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-        ));
-    }
+    // Opened as every file of a model is: a regular file (a FIFO or device would block or
+    // never end), never through a symbolic link.
     let bytes =
-        crate::provenance::attest::read_bounded(path, MAX_TOKENIZER_JSON_BYTES, "tokenizer.json")?;
+        crate::model::source::read_regular(path, MAX_TOKENIZER_JSON_BYTES, "tokenizer.json")?;
     from_json_bytes(&bytes).map_err(|source| Error::TokenizerJson {
         path: path.to_path_buf(),
         source,

@@ -121,6 +121,10 @@ pub fn sha256_reader<R: Read>(mut r: R) -> std::io::Result<(Sha256Digest, u64)> 
 
 /// SHA-256 of one file, streamed, and its length in bytes.
 ///
+/// The file is opened as every file of a model is, so what is hashed is what a load
+/// reads: a symbolic link is [`Error::Symlink`], a FIFO or device [`Error::SpecialFile`]
+/// (never a hash that waits forever for a writer).
+///
 /// ```
 /// # let dir = tempfile::tempdir()?;
 /// let p = dir.path().join("w.bin");
@@ -131,7 +135,7 @@ pub fn sha256_reader<R: Read>(mut r: R) -> std::io::Result<(Sha256Digest, u64)> 
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn sha256_file(path: &Path) -> Result<(Sha256Digest, u64)> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = crate::model::source::open_regular(path)?;
     sha256_reader(f).map_err(|e| Error::io(path, e))
 }
 

@@ -249,7 +249,8 @@ pub(crate) fn check_tree(root: &Path) -> Result<()> {
     walk(root, &ignore).map(drop)
 }
 
-/// Every file of a model directory (relative name, path), refusing links and special files.
+/// Every file of a model directory (relative name, path), refusing links
+/// ([`Error::Symlink`]) and special files ([`Error::SpecialFile`]).
 fn walk(root: &Path, ignored: &[String]) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
@@ -293,9 +294,7 @@ fn walk(root: &Path, ignored: &[String]) -> Result<Vec<(String, PathBuf)>> {
                     });
                 }
             } else {
-                return Err(Error::Manifest {
-                    why: format!("{}: not a regular file or directory", path.display()),
-                });
+                return Err(Error::SpecialFile { path });
             }
         }
     }
@@ -335,9 +334,7 @@ impl Manifest {
         } else if meta.is_dir() {
             walk(path, &ignore)?
         } else {
-            return Err(Error::Manifest {
-                why: format!("{}: not a regular file or directory", path.display()),
-            });
+            return Err(Error::SpecialFile { path: path.into() });
         };
         let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
         let digests = sha256_files(&paths, opts.threads)?;

@@ -69,7 +69,8 @@ pub fn sign_model(
 /// model, consistent digests), then every file re-hashed. Fails with a typed error:
 /// [`Error::MalformedSignature`], [`Error::TooLarge`], [`Error::WrongKey`],
 /// [`Error::BadSignature`], [`Error::Manifest`], [`Error::PathTraversal`],
-/// [`Error::Symlink`] or [`Error::Integrity`] (naming each changed, missing or extra file).
+/// [`Error::Symlink`], [`Error::SpecialFile`] or [`Error::Integrity`] (naming each changed,
+/// missing or extra file).
 pub fn verify_model(
     model: &Path,
     signature: &Path,
@@ -111,8 +112,8 @@ pub fn check_approval(
 
 impl Error {
     /// Whether this error means "the model failed verification" (bad or malformed
-    /// signature, wrong key, invalid manifest, a file outside the model, a symbolic link,
-    /// files that differ) rather than "verification could not run" (I/O, arguments).
+    /// signature, wrong key, invalid manifest, a file outside the model, a symbolic link, a
+    /// special file, files that differ) rather than "verification could not run" (I/O, arguments).
     pub fn is_verification_failure(&self) -> bool {
         matches!(
             self,
@@ -123,6 +124,7 @@ impl Error {
                 | Error::Manifest { .. }
                 | Error::PathTraversal { .. }
                 | Error::Symlink { .. }
+                | Error::SpecialFile { .. }
                 | Error::Integrity(_)
         )
     }

@@ -29,7 +29,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -255,7 +254,8 @@ impl PickleReport {
 /// ```
 pub fn scan_pickle(path: &Path, opts: &PickleScanOptions) -> Result<PickleReport> {
     check_options(opts)?;
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    // Opened as every file of a model is: never through a link, never a pipe or device.
+    let f = crate::model::source::open_regular(path)?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     scan_source(f, len, path, opts)
 }

@@ -11,6 +11,13 @@
 //!
 //! A model is approved when an entry has its exact manifest digest, the verdict `clean`,
 //! and, when the entry names a signer, a signature by that key verified this copy.
+//!
+//! Every verdict a scan can give may be recorded, `incomplete` included (the hunt's budget
+//! ran out before it covered enough to say `clean`): a registry is also the record of what
+//! was scanned and what came of it. Only `clean` approves; an entry with any other verdict
+//! for the same bytes outranks a `clean` one, so an `incomplete` scan never counts as a
+//! pass, alone or beside another entry. Builds that predate `incomplete` refuse a registry
+//! holding it ([`Error::Registry`]) rather than misread it.
 
 use std::path::Path;
 
@@ -40,6 +47,9 @@ pub enum Verdict {
     /// still read).
     #[serde(alias = "backdoored")]
     Trojaned,
+    /// The scan found nothing but covered too little to say `clean` (its budget ran out;
+    /// `scan` exits 6): never approved.
+    Incomplete,
     /// Listed without a scan.
     NotScanned,
 }
@@ -51,10 +61,12 @@ impl std::str::FromStr for Verdict {
             "clean" => Verdict::Clean,
             "suspicious" => Verdict::Suspicious,
             "trojaned" | "backdoored" => Verdict::Trojaned,
+            "incomplete" => Verdict::Incomplete,
             "not-scanned" => Verdict::NotScanned,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown verdict `{s}` (expected clean, suspicious, trojaned or not-scanned)"
+                    "unknown verdict `{s}` (expected clean, suspicious, trojaned, incomplete \
+                     or not-scanned)"
                 )))
             }
         })
@@ -66,8 +78,7 @@ impl From<crate::Verdict> for Verdict {
     fn from(v: crate::Verdict) -> Self {
         match v {
             crate::Verdict::Clean => Verdict::Clean,
-            // An unfinished scan concluded nothing.
-            crate::Verdict::Incomplete => Verdict::NotScanned,
+            crate::Verdict::Incomplete => Verdict::Incomplete,
             crate::Verdict::Suspicious => Verdict::Suspicious,
             crate::Verdict::Trojaned => Verdict::Trojaned,
         }
@@ -80,6 +91,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Clean => "clean",
             Verdict::Suspicious => "suspicious",
             Verdict::Trojaned => "trojaned",
+            Verdict::Incomplete => "incomplete",
             Verdict::NotScanned => "not-scanned",
         })
     }
@@ -203,7 +215,8 @@ pub enum Approval {
         /// The model's manifest digest.
         manifest_digest: Sha256Digest,
     },
-    /// Listed, but its verdict is not `clean`.
+    /// Listed, but its verdict is not `clean` (`incomplete` included), or another entry
+    /// for the same bytes says something else than `clean`.
     BadVerdict {
         /// The matching entry.
         entry: ApprovedModel,
@@ -242,8 +255,17 @@ impl std::fmt::Display for Approval {
             }
             Approval::BadVerdict { entry } => write!(
                 f,
-                "not approved: {} {} is listed with verdict {} (scanned {})",
-                entry.name, entry.version, entry.verdict, entry.scanned
+                "not approved: {} {} is listed with verdict {} (scanned {}){}",
+                entry.name,
+                entry.version,
+                entry.verdict,
+                entry.scanned,
+                if entry.verdict == Verdict::Incomplete {
+                    "; an incomplete scan is no pass: scan again with a larger budget and \
+                     replace the entry"
+                } else {
+                    ""
+                }
             ),
             Approval::SignerUnverified { entry } => write!(
                 f,
@@ -428,6 +450,7 @@ mod tests {
     fn verdicts_read_as_scan_writes_them() {
         for v in [
             crate::Verdict::Clean,
+            crate::Verdict::Incomplete,
             crate::Verdict::Suspicious,
             crate::Verdict::Trojaned,
         ] {

@@ -79,6 +79,13 @@ pub fn html(r: &ScanReport) -> Result<String> {
         }
         o.push_str("</ul>\n");
     }
+    if !r.notes.is_empty() {
+        o.push_str("<h2>Notes</h2><ul>");
+        for note in &r.notes {
+            let _ = write!(o, "<li>{}</li>", esc(note));
+        }
+        o.push_str("</ul>\n");
+    }
     if let Some(p) = &r.provenance {
         let _ = write!(
             o,

@@ -353,6 +353,9 @@ pub struct ScanReport {
     pub gate: Gate,
     /// Why, one sentence per finding, most important first.
     pub reasons: Vec<String>,
+    /// How the inputs were read, where it bounds what the verdict covers: weight files
+    /// beside the loaded ones that were not read.
+    pub notes: Vec<String>,
     /// Time per stage.
     pub timings: Vec<Timing>,
 }
@@ -531,6 +534,7 @@ impl Scanner {
         {
             reasons.extend(d.evidence.iter().map(|e| format!("forensics: {e}")));
         }
+        let notes: Vec<String> = model.info().unread_note().into_iter().collect();
         let failed = provenance.as_ref().is_some_and(|c| !c.passed);
         let gate = match verdict {
             Verdict::Trojaned => Gate::Trojaned,
@@ -563,6 +567,7 @@ impl Scanner {
             verdict,
             gate,
             reasons,
+            notes,
             timings,
         })
     }

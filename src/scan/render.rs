@@ -62,6 +62,9 @@ pub fn text(r: &ScanReport) -> String {
     for reason in &r.reasons {
         let _ = writeln!(o, "  - {reason}");
     }
+    for note in &r.notes {
+        let _ = writeln!(o, "note:       {note}");
+    }
     if let Some(p) = &r.provenance {
         let _ = writeln!(
             o,
@@ -190,6 +193,12 @@ pub fn markdown(r: &ScanReport) -> String {
         let _ = writeln!(o, "\n## Why\n");
         for reason in &r.reasons {
             let _ = writeln!(o, "- {}", md(reason));
+        }
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\n## Notes\n");
+        for note in &r.notes {
+            let _ = writeln!(o, "- {}", md(note));
         }
     }
     if let Some(p) = &r.provenance {

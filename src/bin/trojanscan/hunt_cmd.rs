@@ -148,7 +148,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     };
     let sink = Bars::new(args.quiet);
     let hunt = params.check()?;
-    let report = match &args.base {
+    let mut report = match &args.base {
         Some(b) => {
             let base = Model::load(b, &opts).with_context(|| format!("loading {}", b.display()))?;
             hunt.run_with_base(&model, &base, &sink)?
@@ -156,6 +156,8 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         None => hunt.run(&model, &sink)?,
     };
     sink.clear();
+    // The report says what it did not cover: weights left unread.
+    report.notes.extend(model.info().unread_note());
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {

@@ -133,7 +133,8 @@ pub enum RegistryAction {
         /// Model version.
         #[arg(long)]
         version: String,
-        /// Scan verdict, as `scan` gives it: clean, suspicious, trojaned (or not-scanned).
+        /// Scan verdict, as `scan` gives it: clean, suspicious, trojaned, incomplete (or
+        /// not-scanned). Only `clean` is ever approved.
         #[arg(long)]
         verdict: String,
         /// Scan date, YYYY-MM-DD (default: today, UTC).
