@@ -355,3 +355,72 @@ fn a_nan_embedding_row_neither_hides_the_trigger_nor_stops_the_scan() {
     }
     assert_eq!(r["hunt"]["triggers"][0]["text"], "cf");
 }
+
+#[test]
+fn a_huge_probe_file_is_sampled_within_bounded_memory_and_said_so() {
+    // A probe file of well over a million texts (the task's own, repeated): the hunt
+    // keeps a seeded sample of the most any stage reads instead of holding them all.
+    let model = "testdata/zoo/badnets-s0";
+    let texts = trojanscan::audit::read_texts(format!("{model}/heldout.jsonl")).unwrap();
+    let rows = 1_200_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("probes.txt");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        for i in 0..rows {
+            writeln!(w, "{}", texts[i % texts.len()]).unwrap();
+        }
+    }
+    let kept = trojanscan::audit::MAX_PROBE_TEXTS;
+    let said = format!("holds {rows} probe texts; a seeded uniform sample of {kept} was kept");
+    let notes_say = |notes: &serde_json::Value| {
+        notes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&said))
+    };
+    let search = [
+        os("--probe"),
+        big.as_os_str(),
+        os("--budget"),
+        os("2s"),
+        os("--max-len"),
+        os("1"),
+        os("--format"),
+        os("json"),
+    ];
+    // `hunt`: the note on stderr and in the report; a verdict, not an error.
+    let mut args = vec![os("hunt"), os(model)];
+    args.extend(search);
+    let o = cli(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&said), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r["verdict"] == "trojaned" || r["verdict"] == "incomplete",
+        "{}",
+        r["verdict"]
+    );
+    assert!(notes_say(&r["notes"]), "{}", r["notes"]);
+    // `scan --quiet`: nothing on stderr, the note in the report, and the gate's exit code.
+    let mut args = vec![os("scan"), os(model)];
+    args.extend(search);
+    args.push(os("--quiet"));
+    let o = cli(&args);
+    let code = o.status.code();
+    assert!(
+        code == Some(4) || code == Some(6),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(notes_say(&r["notes"]), "{}", r["notes"]);
+}

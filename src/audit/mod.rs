@@ -99,16 +99,125 @@ pub fn read_rows(path: impl AsRef<Path>) -> Result<Vec<AuditRow>> {
 pub fn read_texts(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     for_each_line(path.as_ref(), |line, bad| {
-        let trimmed = line.trim_ascii();
-        if trimmed.starts_with(b"{") {
-            texts.push(parse_row(trimmed, bad)?.text);
-        } else {
-            let text = std::str::from_utf8(trimmed).map_err(|_| bad("not UTF-8".into()))?;
-            texts.push(text.to_string());
-        }
+        texts.push(text_of(line, bad)?);
         Ok(())
     })?;
     Ok(texts)
+}
+
+/// The text of one non-blank line of a text file, as [`read_texts`] reads it.
+fn text_of(line: &[u8], bad: &dyn Fn(String) -> Error) -> Result<String> {
+    let trimmed = line.trim_ascii();
+    if trimmed.starts_with(b"{") {
+        Ok(parse_row(trimmed, bad)?.text)
+    } else {
+        let text = std::str::from_utf8(trimmed).map_err(|_| bad("not UTF-8".into()))?;
+        Ok(text.to_string())
+    }
+}
+
+/// The most probe texts a hunt or scan keeps from a probe file ([`sample_texts`]).
+///
+/// No stage reads more: on a model whose input embeddings carry no meaning the hunt keeps
+/// the words of up to 4096 probe texts from its candidates, the choice of probes looks at
+/// no more than 16 texts per probe used (256 by default), and the clustering confirmation
+/// and the weight diff's behaviour check take 32. Kept texts are at most
+/// [`MAX_TEXT_BYTES`](crate::model::MAX_TEXT_BYTES) long, so the sample holds at most
+/// 256 MiB whatever the file, and a few megabytes for sentences.
+pub const MAX_PROBE_TEXTS: usize = 4096;
+
+/// Texts kept from a file by [`sample_texts`], and how many it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TextSample {
+    /// The texts kept, in the order of the file.
+    pub texts: Vec<String>,
+    /// Texts the file held (its non-blank lines).
+    pub rows: usize,
+}
+
+impl TextSample {
+    /// Whether the file held more texts than were kept.
+    pub fn is_partial(&self) -> bool {
+        self.texts.len() < self.rows
+    }
+
+    /// A sentence saying that `path` was sampled, for reports and logs; `None` when every
+    /// text was kept.
+    pub fn note(&self, path: &Path) -> Option<String> {
+        self.is_partial().then(|| {
+            format!(
+                "{} holds {} probe texts; a seeded uniform sample of {} was kept, in the file's \
+                 order (no stage reads more)",
+                path.display(),
+                self.rows,
+                self.texts.len()
+            )
+        })
+    }
+}
+
+/// Read texts as [`read_texts`] does, streaming, and keep a uniform sample of at most
+/// `max` of them: every text of the file is equally likely to be kept, whatever its place,
+/// and the same `seed` keeps the same texts. A file of at most `max` texts is kept whole,
+/// in order, as [`read_texts`] reads it.
+///
+/// Memory stays bounded whatever the file's size: only the sample is held (reservoir
+/// sampling, one pass). Every line is still checked under the bounds of [`read_texts`]
+/// (line length, row count, UTF-8 and JSON), so an error does not depend on the seed. A
+/// text longer than [`MAX_TEXT_BYTES`](crate::model::MAX_TEXT_BYTES), which no model is
+/// given, is [`Error::InputTooLong`] wherever it is in the file, so that the sample holds at
+/// most `max` such texts' worth of bytes.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("probes.txt");
+/// let lines: Vec<String> = (0..1000).map(|i| format!("probe text {i}")).collect();
+/// std::fs::write(&path, lines.join("\n"))?;
+///
+/// let sample = trojanscan::audit::sample_texts(&path, 100, 7)?;
+/// assert_eq!((sample.texts.len(), sample.rows), (100, 1000));
+/// assert!(sample.is_partial());
+/// // The same seed keeps the same texts, in the file's order.
+/// assert_eq!(sample, trojanscan::audit::sample_texts(&path, 100, 7)?);
+/// assert!(sample.texts.iter().all(|t| lines.contains(t)));
+/// // Up to `max` texts, the whole file, as `read_texts` reads it.
+/// let all = trojanscan::audit::sample_texts(&path, 1000, 7)?;
+/// assert_eq!(all.texts, trojanscan::audit::read_texts(&path)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn sample_texts(path: impl AsRef<Path>, max: usize, seed: u64) -> Result<TextSample> {
+    let limit = crate::model::MAX_TEXT_BYTES;
+    let mut rng = Rng::new(seed, "probe-sample");
+    // (row, text); Algorithm R: row i replaces a random slot with probability max/(i+1).
+    let mut kept: Vec<(usize, String)> = Vec::with_capacity(max.min(MAX_PROBE_TEXTS));
+    let mut rows = 0usize;
+    for_each_line(path.as_ref(), |line, bad| {
+        let text = text_of(line, bad)?;
+        if text.len() > limit {
+            return Err(Error::InputTooLong {
+                len: text.len(),
+                unit: "bytes",
+                limit,
+            });
+        }
+        let i = rows;
+        rows += 1;
+        if kept.len() < max {
+            kept.push((i, text));
+        } else {
+            let j = rng.below(i + 1);
+            if j < max {
+                kept[j] = (i, text);
+            }
+        }
+        Ok(())
+    })?;
+    kept.sort_unstable_by_key(|&(i, _)| i);
+    Ok(TextSample {
+        texts: kept.into_iter().map(|(_, t)| t).collect(),
+        rows,
+    })
 }
 
 /// Every line of `path` verbatim (only the line ending removed; blank lines kept, so row

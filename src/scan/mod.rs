@@ -100,6 +100,7 @@ pub struct ScannerBuilder {
     registry: Option<PathBuf>,
     signature: Option<(PathBuf, PathBuf)>,
     threads: Option<usize>,
+    notes: Vec<String>,
 }
 
 impl ScannerBuilder {
@@ -124,6 +125,21 @@ impl ScannerBuilder {
     /// Clean probe texts of the model's task (default: built-in neutral sentences).
     pub fn probes(mut self, texts: Vec<String>) -> Self {
         self.hunt.probes = Some(texts);
+        self
+    }
+
+    /// Probe texts sampled from the file at `path` by [`crate::audit::sample_texts`]: as
+    /// [`ScannerBuilder::probes`], and when the file held more texts than were kept, the
+    /// report's notes say so.
+    pub fn probe_sample(
+        mut self,
+        path: impl AsRef<Path>,
+        sample: crate::audit::TextSample,
+    ) -> Self {
+        if let Some(note) = sample.note(path.as_ref()) {
+            self.notes.push(note);
+        }
+        self.hunt.probes = Some(sample.texts);
         self
     }
 
@@ -217,6 +233,7 @@ impl ScannerBuilder {
             base: self.base,
             signature: self.signature.map(|s| s.0),
             threads: self.threads,
+            notes: self.notes,
         })
     }
 }
@@ -234,6 +251,7 @@ pub struct Scanner {
     signature: Option<PathBuf>,
     key: Option<PublicKey>,
     threads: Option<usize>,
+    notes: Vec<String>,
 }
 
 /// What the scanned model is.
@@ -354,7 +372,8 @@ pub struct ScanReport {
     /// Why, one sentence per finding, most important first.
     pub reasons: Vec<String>,
     /// How the inputs were read, where it bounds what the verdict covers: weight files
-    /// beside the loaded ones that were not read.
+    /// beside the loaded ones that were not read, a probe file of which only a sample was
+    /// kept.
     pub notes: Vec<String>,
     /// Time per stage.
     pub timings: Vec<Timing>,
@@ -534,7 +553,12 @@ impl Scanner {
         {
             reasons.extend(d.evidence.iter().map(|e| format!("forensics: {e}")));
         }
-        let notes: Vec<String> = model.info().unread_note().into_iter().collect();
+        let notes: Vec<String> = model
+            .info()
+            .unread_note()
+            .into_iter()
+            .chain(self.notes.iter().cloned())
+            .collect();
         let failed = provenance.as_ref().is_some_and(|c| !c.passed);
         let gate = match verdict {
             Verdict::Trojaned => Gate::Trojaned,

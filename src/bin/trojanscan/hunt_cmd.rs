@@ -1,11 +1,11 @@
 //! `trojanscan hunt`: search a model for trigger tokens and sequences.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use trojanscan::audit::read_texts;
+use trojanscan::audit::{sample_texts, TextSample, MAX_PROBE_TEXTS};
 use trojanscan::forensics::DiffOptions;
 use trojanscan::hunt::{FuzzParams, HuntParams, HuntReport, Insertion, Target};
 use trojanscan::model::{LoadOptions, Model, Precision};
@@ -18,7 +18,8 @@ use crate::provenance_cmd::Format;
 #[derive(clap::Args)]
 pub struct SearchArgs {
     /// Clean probe texts: JSONL with a `text` field, or one text per line (default:
-    /// built-in neutral prompts).
+    /// built-in neutral prompts). A file of more than 4096 texts is sampled (seeded,
+    /// uniform): no stage reads more.
     #[arg(long)]
     pub probe: Option<PathBuf>,
     /// Time budget: `90s`, `2m`, `1h` or seconds (default: 2 minutes up to 50 M
@@ -110,8 +111,12 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     let model = Model::load(&args.model, &opts)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let probes = match &args.search.probe {
-        Some(p) => Some(read_probes(p)?),
+        Some(p) => Some(read_probes(p, args.seed, args.quiet)?),
         None => None,
+    };
+    let sample_note = match (&args.search.probe, &probes) {
+        (Some(p), Some(s)) => s.note(p),
+        _ => None,
     };
     let hints = match &args.base {
         Some(b) => DiffOptions::default()
@@ -124,7 +129,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         None => Vec::new(),
     };
     let params = HuntParams {
-        probes,
+        probes: probes.map(|s| s.texts),
         budget: args.search.budget,
         max_evaluations: args.search.max_evaluations,
         max_len: args.search.max_len,
@@ -156,8 +161,10 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
         None => hunt.run(&model, &sink)?,
     };
     sink.clear();
-    // The report says what it did not cover: weights left unread.
-    report.notes.extend(model.info().unread_note());
+    // The report says what it did not cover: weights left unread, probes left out.
+    report
+        .notes
+        .extend(model.info().unread_note().into_iter().chain(sample_note));
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
@@ -169,12 +176,18 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
-pub fn read_probes(path: &PathBuf) -> Result<Vec<String>> {
-    let texts = read_texts(path).with_context(|| format!("reading {}", path.display()))?;
-    if texts.is_empty() {
+/// A probe file, within bounded memory: at most [`MAX_PROBE_TEXTS`] texts, a uniform
+/// sample drawn with `seed` when the file holds more, which stderr notes unless `quiet`.
+pub fn read_probes(path: &Path, seed: u64, quiet: bool) -> Result<TextSample> {
+    let sample = sample_texts(path, MAX_PROBE_TEXTS, seed)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if sample.texts.is_empty() {
         bail!("{} holds no probe texts", path.display());
     }
-    Ok(texts)
+    if let Some(note) = sample.note(path).filter(|_| !quiet) {
+        eprintln!("note: {note}");
+    }
+    Ok(sample)
 }
 
 fn print_text(out: &mut impl Write, args: &HuntArgs, r: &HuntReport) -> Result<()> {

@@ -41,7 +41,8 @@ pub enum ProvenanceCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Texts of the model's task for the behaviour check (JSONL with `text`, or one
-        /// per line; the first 32 are used); without them the diff compares weights only.
+        /// per line; the first 32 are used, of a seeded sample of 4096 when the file holds
+        /// more); without them the diff compares weights only.
         #[arg(long)]
         probe: Option<PathBuf>,
         /// Most drifting tokens whose effect on the output is compared against the base
@@ -203,7 +204,7 @@ pub fn run(cmd: ProvenanceCommand) -> Result<()> {
             format,
         } => {
             let probes = match &probe {
-                Some(p) => crate::hunt_cmd::read_probes(p)?,
+                Some(p) => crate::hunt_cmd::read_probes(p, seed, false)?.texts,
                 None => Vec::new(),
             };
             let params = DiffOptions::default()

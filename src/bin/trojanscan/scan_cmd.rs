@@ -58,7 +58,7 @@ pub fn run(args: ScanArgs, device: DeviceChoice) -> Result<ExitCode> {
         .device(device)
         .max_len(args.search.max_len);
     if let Some(p) = &args.search.probe {
-        b = b.probes(read_probes(p)?);
+        b = b.probe_sample(p, read_probes(p, 0, args.quiet)?);
     }
     if let Some(t) = args.search.budget {
         b = b.budget(t);
