@@ -162,6 +162,13 @@ impl ScannerBuilder {
         self
     }
 
+    /// Whether an instruct model is probed through its chat template (default `true`; see
+    /// [`HuntParams::chat_template`]).
+    pub fn chat_template(mut self, on: bool) -> Self {
+        self.hunt.chat_template = on;
+        self
+    }
+
     /// Every hunt setting at once (probes, budgets and hints set here are kept unless
     /// set again afterwards).
     pub fn hunt_params(mut self, params: HuntParams) -> Self {

@@ -33,6 +33,10 @@ pub struct SearchArgs {
     /// Longest trigger sequence, in tokens.
     #[arg(long, default_value_t = 4)]
     pub max_len: usize,
+    /// Probe an instruct model with bare text rather than as the user's turn of its chat
+    /// template.
+    #[arg(long)]
+    pub no_chat_template: bool,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +153,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
             iterations: args.fuzz_iterations,
             ..FuzzParams::default()
         }),
+        chat_template: !args.search.no_chat_template,
         ..HuntParams::default()
     };
     let sink = Bars::new(args.quiet);

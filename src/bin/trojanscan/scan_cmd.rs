@@ -56,7 +56,8 @@ pub struct ScanArgs {
 pub fn run(args: ScanArgs, device: DeviceChoice) -> Result<ExitCode> {
     let mut b = Scanner::builder()
         .device(device)
-        .max_len(args.search.max_len);
+        .max_len(args.search.max_len)
+        .chat_template(!args.search.no_chat_template);
     if let Some(p) = &args.search.probe {
         b = b.probe_sample(p, read_probes(p, 0, args.quiet)?);
     }
