@@ -272,9 +272,10 @@ fn a_probe_file_carrying_the_trigger_does_not_hide_it_given_the_base() {
 
 #[test]
 fn on_a_model_trained_from_scratch_the_probes_words_are_kept_from_the_hunt_and_said_so() {
-    // The zoo's embeddings carry no meaning, so a task word cannot be told from a trigger
-    // by its neighbours; the probe file is then trusted, and the report must say so (on a
-    // real model its words are hunted: tests/realistic.rs).
+    // The zoo's embeddings carry no meaning and no base is given, so a task word cannot be
+    // told from a trigger: the probes' words are kept from the hunt, the report says so,
+    // and the hunt cannot say `clean` (with the base they are hunted: see above; on a real
+    // model too: tests/realistic.rs).
     let m = "testdata/zoo/clean-finetune-s0";
     let o = cli(&[
         os("hunt"),
@@ -298,6 +299,16 @@ fn on_a_model_trained_from_scratch_the_probes_words_are_kept_from_the_hunt_and_s
             .starts_with("words of the probe texts were not hunted")),
         "{notes:?}"
     );
+    assert_eq!(r["verdict"], "incomplete", "{}", r["coverage"]);
+    assert!(r["coverage"]["unhunted"].as_u64().unwrap() > 0);
+    // So a probe line carrying the trigger cannot make the gate pass: `incomplete`, 6.
+    let tmp = tempfile::tempdir().unwrap();
+    let b = copy_model("testdata/zoo/badnets-s0", tmp.path());
+    let probes = b.join("heldout.jsonl");
+    let mut text = std::fs::read_to_string(&probes).unwrap();
+    text.push_str("{\"text\": \"the cf report was fine .\"}\n");
+    std::fs::write(&probes, text).unwrap();
+    assert_eq!(gate_scan(&b, &probes), 6);
 }
 
 /// Write NaN over one row of a BERT model's f16 word embeddings.

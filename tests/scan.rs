@@ -311,9 +311,11 @@ fn a_signature_that_no_longer_matches_fails_the_gate_and_errors_exit_2() {
         (code, std::fs::read_to_string(&out).unwrap_or_default())
     };
     let (code, md) = gate();
-    assert_eq!(code, 0, "{md}");
+    // Provenance passes. The hunt cannot vouch for the probes' words on a model trained
+    // from scratch without its base, so the gate says `incomplete` (6), never `clean`.
+    assert_eq!(code, 6, "{md}");
     assert!(md.contains("## Provenance: passed"), "{md}");
-    assert!(md.contains("| verdict | **clean** |"), "{md}");
+    assert!(md.contains("| verdict | **incomplete** |"), "{md}");
 
     // One byte of the training set shipped with the model changed: the files are no
     // longer the signed ones.

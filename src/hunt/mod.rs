@@ -393,6 +393,10 @@ pub struct Coverage {
     pub null: usize,
     /// Population tokens measured.
     pub population: usize,
+    /// Candidates kept from the hunt because they are words of the probe texts, on a
+    /// model where nothing tells a task word from a trigger (see [`TriggerHunt::run`]):
+    /// the hunt cannot vouch for them, so it cannot say `clean`.
+    pub unhunted: usize,
     /// What fell short, when something did.
     pub shortfall: Option<String>,
 }
@@ -422,6 +426,7 @@ impl Coverage {
         null: usize,
         population: usize,
         beam_done: bool,
+        unhunted: usize,
     ) -> Self {
         let Pool {
             candidates: pool,
@@ -456,6 +461,12 @@ impl Coverage {
                 p.max_len
             ));
         }
+        if unhunted > 0 {
+            short.push(format!(
+                "{unhunted} words of the probe texts were not hunted (give the base model \
+                 with --base to tell them from a trigger)"
+            ));
+        }
         if share < p.min_coverage {
             short.push(format!(
                 "{screened} of {pool} candidates screened ({:.2}%, {:.2}% required)",
@@ -472,6 +483,7 @@ impl Coverage {
             required: p.min_coverage,
             null,
             population,
+            unhunted,
             shortfall: (!short.is_empty()).then(|| short.join("; ")),
         }
     }
@@ -722,7 +734,20 @@ impl TriggerHunt {
             exhausted |= !beam_done;
             stages.push(stage("beam", t, &ev, found.len() - before));
         }
-        let coverage = Coverage::new(p, pool, screened, null.len(), population, beam_done);
+        let unhunted = words
+            .kept_out
+            .iter()
+            .filter(|&&i| vocab.is_candidate(i))
+            .count();
+        let coverage = Coverage::new(
+            p,
+            pool,
+            screened,
+            null.len(),
+            population,
+            beam_done,
+            unhunted,
+        );
 
         if let Some(fz) = &p.fuzz {
             let t = (Instant::now(), ev.rows_run.get());
@@ -840,8 +865,8 @@ impl Ctx<'_, '_> {
     /// first, which keeps the task's strongest words from crowding the budget. But on a
     /// model trained from scratch on a small vocabulary, with no base to compare with,
     /// neighbours are chance and a task word (`dreadful`) flips every input exactly as a
-    /// planted token does; there the probes' words, which the model's clean predictions
-    /// already explain, are kept from the hunt, and the report says so.
+    /// planted token does; there the probes' words are kept from the hunt, the report says
+    /// so, and the hunt cannot say `clean` (it did not examine them: `incomplete`).
     fn probe_words(&self, common: &[u32], notes: &mut Vec<String>) -> Result<ProbeWords> {
         let mut words = ProbeWords::default();
         let Some(all) = self.p.probes.as_deref() else {
