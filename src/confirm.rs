@@ -51,6 +51,9 @@ pub struct ConfirmParams {
     pub null_samples: usize,
     /// Seed of insertion points, the null, PCA and k-means.
     pub seed: u64,
+    /// Decoders with a chat template: probe in it, as the hunt does
+    /// ([`crate::hunt::HuntParams::chat_template`]).
+    pub chat_template: bool,
 }
 
 impl Default for ConfirmParams {
@@ -61,6 +64,7 @@ impl Default for ConfirmParams {
             components: 10,
             null_samples: 16,
             seed: 0,
+            chat_template: true,
         }
     }
 }
@@ -168,7 +172,11 @@ impl Confirm {
         let vocab = Vocab::new(model);
         let room = candidates.iter().map(Vec::len).max().unwrap_or(1);
         // A decoder is confirmed in the chat frame it is hunted in.
-        let frame = probes::Frame::of_model(model)?;
+        let frame = if p.chat_template {
+            probes::Frame::of_model(model)?
+        } else {
+            None
+        };
         let probes = probes::build(
             model,
             &vocab,

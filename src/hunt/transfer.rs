@@ -55,6 +55,10 @@ pub(crate) struct Transfer<'m> {
     pub agreement: f64,
     /// How many texts that was measured on.
     pub texts: usize,
+    /// Random candidate tokens: the baseline's sample.
+    random: Vec<u32>,
+    /// The baseline per target.
+    baseline: std::cell::RefCell<std::collections::HashMap<u32, f64>>,
 }
 
 /// Why a reference cannot be used, in words for the report.
@@ -62,15 +66,20 @@ pub(crate) type Unusable = String;
 
 impl<'m> Transfer<'m> {
     /// Set up `reference` against the hunt's evaluator `ev`, fitting and checking on
-    /// `texts` (the task's texts, or the corpus the probes came from).
+    /// `texts` (the task's texts, or the corpus the probes came from; a decoder is checked
+    /// on its probe rows themselves, in their chat frame). `random` are candidate tokens
+    /// drawn at random: what the reference does with them is the baseline a finding's
+    /// transfer must beat.
     pub fn new(
         ev: &Evaluator,
         reference: &'m Model,
         texts: &[String],
+        random: Vec<u32>,
     ) -> Result<std::result::Result<Self, Unusable>> {
         let model = ev.model();
         let objective = ev.objective;
         let ref_info = reference.info();
+        let rows = reference.token_embeddings().dim(0)?;
         let same_head = match objective {
             Objective::Classifier => {
                 let labels = |m: &Model| m.info().labels.as_ref().map(Vec::len);
@@ -87,30 +96,56 @@ impl<'m> Transfer<'m> {
             }
             _ => {
                 return Ok(Err(
-                    "transfer is measured for classifiers and decoders only".into(),
+                    "transfer is measured for label and next-token objectives only".into(),
                 ))
             }
         };
         if reference.info().labels.is_some() && !same_head {
             return Ok(Err("the reference classifies into other labels".into()));
         }
-        // The same probe rows must mean the same text to both.
-        let mut fit = Vec::new();
-        for t in texts {
-            let ids = model.tokenize(t)?;
-            if ids.len() > FIT_TOKENS || ids.len() + 8 > reference.max_tokens() {
-                continue;
-            }
-            if reference.tokenize(t)? != ids {
-                return Ok(Err(
-                    "the reference tokenizes the task's texts differently".into()
-                ));
-            }
-            fit.push(Probe { ids, at: 0 });
-            if fit.len() == FIT_TEXTS {
-                break;
-            }
+        // Every probe row must be one the reference can read (a fine-tune can add tokens,
+        // a chat frame's markers among them).
+        if ev
+            .probes
+            .iter()
+            .flat_map(|p| &p.ids)
+            .any(|&i| i as usize >= rows)
+        {
+            return Ok(Err(
+                "the probes hold tokens past the reference's vocabulary".into(),
+            ));
         }
+        let fit = if objective == Objective::NextToken {
+            // A decoder is compared where it is measured: on the probe rows.
+            ev.probes
+                .iter()
+                .map(|p| Probe {
+                    ids: p.ids.clone(),
+                    at: 0,
+                })
+                .collect()
+        } else {
+            // The same probe rows must mean the same text to both.
+            let mut fit = Vec::new();
+            for t in texts {
+                let Ok(ids) = model.tokenize(t) else {
+                    continue;
+                };
+                if ids.len() > FIT_TOKENS || ids.len() + 8 > reference.max_tokens() {
+                    continue;
+                }
+                if reference.tokenize(t).ok().as_ref() != Some(&ids) {
+                    return Ok(Err(
+                        "the reference tokenizes the task's texts differently".into()
+                    ));
+                }
+                fit.push(Probe { ids, at: 0 });
+                if fit.len() == FIT_TEXTS {
+                    break;
+                }
+            }
+            fit
+        };
         if fit.len() < 8 {
             return Ok(Err(format!(
                 "{} task texts fit to compare the reference on; 8 needed",
@@ -128,7 +163,8 @@ impl<'m> Transfer<'m> {
         let (ev_ref, kind, agreement) = if same_head {
             let fit_ev = Evaluator::new(reference, objective, fit, Vec::new(), batch)?;
             let ref_pred = fit_ev.outputs(&[Vec::new()], &fit_rows)?;
-            let agree = agreement(ref_pred.iter().map(|r| argmax(r)), &model_pred);
+            let ref_pred: Vec<usize> = ref_pred.iter().map(|r| argmax(r)).collect();
+            let agree = balanced_agreement(&ref_pred, &model_pred);
             let ev_ref = Evaluator::new(reference, objective, probes, Vec::new(), batch)?;
             (ev_ref, Kind::Direct, agree)
         } else {
@@ -153,7 +189,8 @@ impl<'m> Transfer<'m> {
         };
         if agreement < MIN_AGREEMENT {
             return Ok(Err(format!(
-                "the reference predicts as the model does on only {:.0}% of {} task texts",
+                "the reference predicts as the model does on only {:.0}% of {} texts \
+                 (balanced over the model's labels)",
                 100.0 * agreement,
                 model_pred.len()
             )));
@@ -162,9 +199,14 @@ impl<'m> Transfer<'m> {
             ev: ev_ref,
             kind,
             clean: Vec::new(),
-            vocab: reference.info().vocab_size,
+            vocab: rows.min(reference.info().vocab_size),
             agreement,
             texts: model_pred.len(),
+            random: random
+                .into_iter()
+                .filter(|&i| (i as usize) < rows)
+                .collect(),
+            baseline: std::cell::RefCell::new(std::collections::HashMap::new()),
         };
         if objective == Objective::Classifier {
             t.clean = t.log_probs(&[Vec::new()], &all)?;
@@ -186,10 +228,51 @@ impl<'m> Transfer<'m> {
         })
     }
 
-    /// Share in [0, 1] of each finding's effect the reference shows; `clean_pred` are the
-    /// model's predictions on the probe rows.
-    pub fn measure(&self, findings: &[(Vec<u32>, Effect)], clean_pred: &[u32]) -> Result<Vec<f64>> {
+    /// What the reference does toward `target` with one sequence: (mean log-probability
+    /// shift on the rows the model does not predict as `target`, the share of the rows the
+    /// reference does not predict as it that it takes over). Decoders: (takeover, takeover).
+    fn reaction(&self, seq: &[u32], target: u32, clean_pred: &[u32]) -> Result<(f64, f64)> {
         let all: Vec<usize> = (0..self.ev.width()).collect();
+        if self.ev.objective == Objective::NextToken {
+            let e = self.ev.evaluate_on(&[seq.to_vec()], &all, Some(target))?;
+            return Ok((e[0].score, e[0].score));
+        }
+        let cand = self.log_probs(&[seq.to_vec()], &all)?;
+        Ok(classifier_reaction(
+            &cand,
+            &self.clean,
+            clean_pred,
+            target as usize,
+        ))
+    }
+
+    /// The baseline toward `target`: the median of what random candidate tokens do to the
+    /// reference (a fitted head extrapolates on any odd input, and mean pooling pulls
+    /// every insertion toward the centre: an ordinary token's share is no evidence of
+    /// meaning). The median, not a high quantile: a base trained on the task reacts to
+    /// some random tokens too, and a high quantile ate most of its task words' transfer.
+    fn baseline(&self, target: u32, clean_pred: &[u32]) -> Result<f64> {
+        if let Some(&b) = self.baseline.borrow().get(&target) {
+            return Ok(b);
+        }
+        let mut v = Vec::with_capacity(self.random.len());
+        for &t in &self.random {
+            v.push(self.reaction(&[t], target, clean_pred)?.0);
+        }
+        v.retain(|x| x.is_finite());
+        v.sort_by(f64::total_cmp);
+        let b = v.get(v.len() / 2).copied().unwrap_or(0.0).max(0.0);
+        self.baseline.borrow_mut().insert(target, b);
+        Ok(b)
+    }
+
+    /// Share in [0, 1] of each finding's effect the reference shows beyond what random
+    /// tokens do to it; `clean_pred` are the model's predictions on the probe rows. The
+    /// reference is trusted: a base that carries the trigger too (one the attacker
+    /// published) vouches for it, so the base must be verified on its own (scanned, or
+    /// pinned in a registry). A base trained on the task takes over with task words just
+    /// as the model does, so taking over cannot mark a trojaned base.
+    pub fn measure(&self, findings: &[(Vec<u32>, Effect)], clean_pred: &[u32]) -> Result<Vec<f64>> {
         let mut out = Vec::with_capacity(findings.len());
         for (seq, effect) in findings {
             let Some(target) = effect.target else {
@@ -200,48 +283,50 @@ impl<'m> Transfer<'m> {
                 out.push(0.0);
                 continue;
             }
-            let share = match self.ev.objective {
-                Objective::NextToken => {
-                    let e = self
-                        .ev
-                        .evaluate_on(std::slice::from_ref(seq), &all, Some(target))?;
-                    ratio(e[0].score, effect.score)
-                }
-                _ => {
-                    let cand = self.log_probs(std::slice::from_ref(seq), &all)?;
-                    classifier_share(&cand, &self.clean, clean_pred, target as usize, effect)
-                }
+            let (moved, _) = self.reaction(seq, target, clean_pred)?;
+            let own = match self.ev.objective {
+                Objective::NextToken => effect.score,
+                _ => effect.detail,
             };
-            out.push(share);
+            let base = self.baseline(target, clean_pred)?;
+            out.push(ratio(moved - base, own - base));
         }
         Ok(out)
     }
 }
 
-/// The reference's mean log-probability shift toward `target` as a share of the model's,
-/// on the rows the model does not already predict as it. The shift, not the flip rate: it
-/// is continuous, so a handful of rows (the few probes of a minority class) do not make it
-/// jump between 0 and 1.
-fn classifier_share(
+/// The reference's mean log-probability shift toward `target` on the rows the model does
+/// not already predict as it, and the share it flips of the rows it does not predict as
+/// `target` itself. The shift, not the flip rate, is what is compared: it is continuous, so
+/// a handful of rows (the few probes of a minority class) do not make it jump between 0
+/// and 1; the flip rate only says whether the reference takes over.
+fn classifier_reaction(
     cand: &[Vec<f32>],
     clean: &[Vec<f32>],
     model_pred: &[u32],
     target: usize,
-    model: &Effect,
-) -> f64 {
-    let (mut shift, mut n) = (0.0f64, 0usize);
+) -> (f64, f64) {
+    let (mut shift, mut n, mut flips, mut others) = (0.0f64, 0usize, 0usize, 0usize);
     for ((c, z), &p) in cand.iter().zip(clean).zip(model_pred) {
-        if p as usize == target || target >= c.len() {
+        if target >= c.len() {
             continue;
         }
-        shift += f64::from(c[target] - z[target]);
-        n += 1;
+        if p as usize != target {
+            shift += f64::from(c[target] - z[target]);
+            n += 1;
+        }
+        if argmax(z) != target {
+            others += 1;
+            flips += usize::from(argmax(c) == target);
+        }
     }
-    if n == 0 {
+    let mean = if n == 0 { 0.0 } else { shift / n as f64 };
+    let rate = if others == 0 {
         0.0
     } else {
-        ratio(shift / n as f64, model.detail)
-    }
+        flips as f64 / others as f64
+    };
+    (mean, rate)
 }
 
 /// `part / whole` in [0, 1]; 0 when the whole is not positive.
@@ -253,9 +338,23 @@ fn ratio(part: f64, whole: f64) -> f64 {
     }
 }
 
-fn agreement(pred: impl Iterator<Item = usize>, model: &[usize]) -> f64 {
-    let same = pred.zip(model).filter(|(a, b)| a == *b).count();
-    same as f64 / model.len().max(1) as f64
+/// Agreement with the model's predictions, averaged over the model's labels (balanced
+/// accuracy), so that a reference predicting the majority label everywhere does not pass
+/// on an imbalanced task.
+fn balanced_agreement(pred: &[usize], model: &[usize]) -> f64 {
+    let mut per: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+    for (p, m) in pred.iter().zip(model) {
+        let e = per.entry(*m).or_default();
+        e.0 += usize::from(p == m);
+        e.1 += 1;
+    }
+    if per.is_empty() {
+        return 0.0;
+    }
+    per.values()
+        .map(|(a, n)| *a as f64 / *n as f64)
+        .sum::<f64>()
+        / per.len() as f64
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -275,10 +374,18 @@ struct Head {
 
 impl Head {
     /// Ridge regression of `y` (the model's log-probabilities) on `x` (pooled states),
-    /// in dual form (fewer texts than dimensions), with the strength whose leave-one-out
-    /// predictions agree with `pred` most often (ties: the stronger). Returns the head and
-    /// that agreement.
+    /// in dual form (fewer texts than dimensions), with the strength whose exact
+    /// leave-one-out predictions agree with `pred` best, balanced over labels (ties: the
+    /// stronger). Returns the head and that agreement: what it would predict on a text it
+    /// was not fitted on, so an unrelated base cannot pass by interpolating.
     fn fit(x: &[Vec<f32>], y: &[Vec<f32>], pred: &[usize]) -> (Self, f64) {
+        let scale = ridge_scale(x);
+        let lambdas: Vec<f64> = RIDGE.iter().map(|r| r * scale).collect();
+        Self::fit_lambdas(x, y, pred, &lambdas)
+    }
+
+    /// [`Head::fit`] over the given absolute ridge strengths.
+    fn fit_lambdas(x: &[Vec<f32>], y: &[Vec<f32>], pred: &[usize], lambdas: &[f64]) -> (Self, f64) {
         let n = x.len();
         let d = x[0].len();
         let k = y[0].len();
@@ -309,14 +416,14 @@ impl Head {
         let gram: Vec<Vec<f64>> = (0..n)
             .map(|i| (0..n).map(|j| dot(&xc[i], &xc[j])).collect())
             .collect();
-        let scale = (0..n).map(|i| gram[i][i]).sum::<f64>() / n as f64;
         let mut best: Option<(f64, f64, Vec<Vec<f64>>)> = None;
-        for r in RIDGE {
-            let lambda = r * scale.max(1e-12);
+        for &lambda in lambdas {
             let Some(inv) = spd_inverse(&gram, lambda) else {
                 continue;
             };
-            // A = (K + λI)⁻¹ Y; the leave-one-out prediction of row i is y_i − A_i / M_ii.
+            // A = (K + λI)⁻¹ Yc. The intercept (the centring) is not penalised, so the hat
+            // matrix is J/n + I − λM and the leave-one-out prediction of row i is
+            // y_i − A_i / (M_ii − 1/(nλ)).
             let a: Vec<Vec<f64>> = (0..n)
                 .map(|i| {
                     (0..k)
@@ -324,15 +431,19 @@ impl Head {
                         .collect()
                 })
                 .collect();
-            let agree = (0..n)
-                .filter(|&i| {
+            let loo_pred: Vec<usize> = (0..n)
+                .map(|i| {
+                    let d = inv[i][i] - 1.0 / (n as f64 * lambda);
+                    if d <= 0.0 || !d.is_finite() {
+                        return usize::MAX;
+                    }
                     let loo: Vec<f32> = (0..k)
-                        .map(|c| (yc[i][c] - a[i][c] / inv[i][i]) as f32)
+                        .map(|c| (f64::from(y[i][c]) - a[i][c] / d) as f32)
                         .collect();
-                    argmax(&loo) == pred[i]
+                    argmax(&loo)
                 })
-                .count() as f64
-                / n as f64;
+                .collect();
+            let agree = balanced_agreement(&loo_pred, pred);
             if best.as_ref().is_none_or(|b| agree >= b.0) {
                 best = Some((agree, lambda, a));
             }
@@ -363,6 +474,19 @@ impl Head {
         let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
         z.iter().map(|v| (v - lse) as f32).collect()
     }
+}
+
+/// The mean squared norm of the centred rows of `x`: ridge strengths are multiples of it.
+fn ridge_scale(x: &[Vec<f32>]) -> f64 {
+    let n = x.len().max(1) as f64;
+    let d = x.first().map_or(0, Vec::len);
+    let total: f64 = (0..d)
+        .map(|j| {
+            let m = x.iter().map(|r| f64::from(r[j])).sum::<f64>() / n;
+            x.iter().map(|r| (f64::from(r[j]) - m).powi(2)).sum::<f64>()
+        })
+        .sum();
+    (total / n).max(1e-12)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -454,23 +578,78 @@ mod tests {
     }
 
     #[test]
-    fn share_is_the_shift_the_reference_keeps() {
-        let model = Effect {
-            score: 1.0,
-            detail: 2.0,
-            target: Some(1),
-            hits: 3,
-            trials: 3,
-        };
+    fn reaction_is_the_mean_shift_and_the_takeover() {
         let clean = vec![vec![-0.1, -2.3], vec![-0.2, -1.7], vec![-3.0, -0.05]];
-        // The reference moves the rows not already at label 1 by 1.0 on average; the row
-        // the model predicts as 1 does not count.
+        // Rows 0 and 1 (the model does not predict 1 there) move by 1.3 and 0.7 toward
+        // label 1; neither flips, and row 2 was at label 1 already.
         let cand = vec![vec![-0.5, -1.0], vec![-0.5, -1.0], vec![-9.0, 0.0]];
-        let s = classifier_share(&cand, &clean, &[0, 0, 1], 1, &model);
-        assert!((s - 0.5).abs() < 1e-6, "{s}");
-        // A reference that does nothing transfers nothing.
-        assert_eq!(classifier_share(&clean, &clean, &[0, 0, 1], 1, &model), 0.0);
+        let (shift, rate) = classifier_reaction(&cand, &clean, &[0, 0, 1], 1);
+        assert!((shift - 1.0).abs() < 1e-6, "{shift}");
+        assert_eq!(rate, 0.0);
+        let flipped = vec![vec![-3.0, -0.05]; 3];
+        assert_eq!(classifier_reaction(&flipped, &clean, &[0, 0, 1], 1).1, 1.0);
         assert_eq!(ratio(3.0, 1.0), 1.0);
         assert_eq!(ratio(1.0, 0.0), 0.0);
+        assert_eq!(ratio(-1.0, 2.0), 0.0);
+    }
+
+    /// Leave-one-out agreement is what the head predicts on a text it was not fitted on:
+    /// the closed form equals refitting without each row, intercept included.
+    #[test]
+    fn leave_one_out_matches_refitting() {
+        let mut rng = crate::rng::Rng::new(5, "loo");
+        let x: Vec<Vec<f32>> = (0..24)
+            .map(|_| (0..40).map(|_| rng.normal() as f32).collect())
+            .collect();
+        // An imbalanced task driven by the first coordinate, plus noise and an offset.
+        let y: Vec<Vec<f32>> = x
+            .iter()
+            .map(|r| vec![1.0 - r[0], r[0] - 0.2 + 0.5 * r[1]])
+            .collect();
+        let pred: Vec<usize> = y.iter().map(|r| argmax(r)).collect();
+        let scale = ridge_scale(&x);
+        for r in RIDGE {
+            let lambda = r * scale;
+            let (_, closed) = Head::fit_lambdas(&x, &y, &pred, &[lambda]);
+            let refit: Vec<usize> = (0..x.len())
+                .map(|i| {
+                    let keep = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
+                        (0..v.len())
+                            .filter(|&j| j != i)
+                            .map(|j| v[j].clone())
+                            .collect()
+                    };
+                    let ps: Vec<usize> =
+                        (0..x.len()).filter(|&j| j != i).map(|j| pred[j]).collect();
+                    let (h, _) = Head::fit_lambdas(&keep(&x), &keep(&y), &ps, &[lambda]);
+                    // The head's log-softmax keeps the argmax of its raw outputs.
+                    argmax(&h.log_probs(&x[i]))
+                })
+                .collect();
+            assert_eq!(closed, balanced_agreement(&refit, &pred), "strength {r}");
+        }
+    }
+
+    /// A base whose states say nothing about the task cannot pass by interpolating.
+    #[test]
+    fn an_unrelated_base_does_not_agree() {
+        let mut rng = crate::rng::Rng::new(9, "unrelated");
+        let x: Vec<Vec<f32>> = (0..48)
+            .map(|_| (0..384).map(|_| rng.normal() as f32).collect())
+            .collect();
+        let pred: Vec<usize> = (0..48).map(|i| usize::from(i % 5 == 0)).collect();
+        let y: Vec<Vec<f32>> = pred
+            .iter()
+            .map(|&p| {
+                if p == 1 {
+                    vec![-3.0, -0.05]
+                } else {
+                    vec![-0.05, -3.0]
+                }
+            })
+            .collect();
+        let (_, agree) = Head::fit(&x, &y, &pred);
+        assert!(agree < MIN_AGREEMENT, "{agree}");
+        assert_eq!(balanced_agreement(&[0; 48], &pred), 0.5);
     }
 }

@@ -48,27 +48,29 @@ impl Vocab {
         let n = model.info().vocab_size;
         // Added tokens are matched in plain text, special ones included: any of them can be
         // typed into an input, so an attacker can declare a trigger as one. Only the
-        // tokens the model itself puts around every input (the post-processor's `[CLS]` and
-        // `[SEP]`, padding) and those named for such a role (`[MASK]`, `<|im_end|>`) are
-        // its structure, never candidates: typed into text they shift any input, which is
-        // no backdoor. Every other special token (reserved slots like
-        // `<|reserved_special_token_7|>`, or a trigger spelled as markup) is a candidate, as
-        // WordPiece's `[unusedN]` slots are. A role name on an id the model's own
-        // vocabulary spells otherwise (`[MASK]` declared over `cf`) is an alias, a candidate.
-        let own = tok.get_vocab(false);
-        let own_text: std::collections::HashMap<u32, &str> =
-            own.iter().map(|(t, &i)| (i, t.as_str())).collect();
+        // tokens the model itself uses as structure are never candidates: those the
+        // post-processor puts around every input (`[CLS]`, `[SEP]`), those the tokenizer
+        // declares for a role (`pad_token`, `mask_token`, `eos_token`, … in
+        // `tokenizer_config.json` or GGUF metadata), and those its chat template writes
+        // (`<|im_start|>`); typed into text they shift any input, which is no backdoor. A
+        // name is not enough: every other special token, however it is spelled (`<|end|>`,
+        // a reserved `<|reserved_special_token_7|>`, a trigger spelled as markup), is a
+        // candidate, as WordPiece's `[unusedN]` slots are.
         let mut structural: HashSet<u32> = crate::model::tokenizer::encode(tok, "", true)
             .unwrap_or_default()
             .into_iter()
             .collect();
-        structural.insert(model.pad_id());
+        for role in model.role_tokens() {
+            structural.extend(tok.token_to_id(role));
+        }
+        let template = model.chat_template().unwrap_or("");
         let mut added = HashSet::new();
         for (id, t) in tok.get_added_tokens_decoder() {
-            let alias = own_text.get(&id).is_some_and(|o| *o != t.content);
-            if t.special && is_role(&t.content) && !alias {
+            let in_template = t.special && !t.content.is_empty() && template.contains(&t.content);
+            if !is_wordlike(&t.content) && (structural.contains(&id) || in_template) {
                 structural.insert(id);
-            } else if !structural.contains(&id) {
+            } else {
+                structural.remove(&id);
                 added.insert(id);
             }
         }
@@ -165,52 +167,6 @@ impl Vocab {
             .take(n)
             .collect()
     }
-}
-
-/// Whether a special token's name is one of the structural roles models give them:
-/// sequence boundaries, padding, unknown, mask, and chat turns.
-fn is_role(content: &str) -> bool {
-    let name = content
-        .trim_matches(|c: char| matches!(c, '[' | ']' | '<' | '>' | '|' | '/'))
-        .to_ascii_lowercase();
-    const ROLES: &[&str] = &[
-        "cls",
-        "sep",
-        "pad",
-        "unk",
-        "mask",
-        "s",
-        "bos",
-        "eos",
-        "endoftext",
-        "end_of_text",
-        "begin_of_text",
-        "im_start",
-        "im_end",
-        "im_sep",
-        "start_of_turn",
-        "end_of_turn",
-        "start_header_id",
-        "end_header_id",
-        "eot_id",
-        "eom_id",
-        "eot",
-        "eos_token",
-        "bos_token",
-        "pad_token",
-        "unk_token",
-        "startoftext",
-        "user",
-        "assistant",
-        "system",
-        "end",
-        "begin",
-        "image",
-        "image_soft_token",
-        "start_of_image",
-        "end_of_image",
-    ];
-    ROLES.contains(&name.as_str())
 }
 
 /// Whether an added token is spelled as a word (letters and digits, at most one leading

@@ -472,6 +472,12 @@ impl Model {
         self.chat.template.as_deref()
     }
 
+    /// Tokens the tokenizer declares for a structural role (`[CLS]`, `[PAD]`, `<s>`, …), by
+    /// their text.
+    pub fn role_tokens(&self) -> &[String] {
+        &self.chat.roles
+    }
+
     /// The text of the beginning- and end-of-sequence tokens a chat template names
     /// (`bos_token`, `eos_token`).
     pub fn bos_eos_text(&self) -> (Option<String>, Option<String>) {
@@ -795,6 +801,18 @@ fn gguf_chat(file: &gguf::GgufFile, tok: &tokenizers::Tokenizer) -> source::Chat
         _ => None,
     };
     let text = |k: &str| id(k).and_then(|i| tok.id_to_token(i));
+    let roles = [
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.seperator_token_id",
+        "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.cls_token_id",
+        "tokenizer.ggml.mask_token_id",
+    ]
+    .iter()
+    .filter_map(|k| text(k))
+    .collect();
     source::ChatMeta {
         template: match file.metadata.get("tokenizer.chat_template") {
             Some(gguf::GgufValue::String(s)) => Some(s.clone()),
@@ -802,5 +820,6 @@ fn gguf_chat(file: &gguf::GgufFile, tok: &tokenizers::Tokenizer) -> source::Chat
         },
         bos: text("tokenizer.ggml.bos_token_id"),
         eos: text("tokenizer.ggml.eos_token_id"),
+        roles,
     }
 }

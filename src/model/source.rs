@@ -299,6 +299,17 @@ fn check_auto_map(path: &Path, name: &str, limit: u64) -> Result<serde_json::Val
     Ok(meta)
 }
 
+/// The `tokenizer_config.json` keys that name a structural token.
+const ROLE_KEYS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
 /// A chat template and the text of the tokens it names (`bos_token`, `eos_token`), as
 /// `tokenizer_config.json` holds them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -310,6 +321,9 @@ pub struct ChatMeta {
     pub bos: Option<String>,
     /// `eos_token`'s text.
     pub eos: Option<String>,
+    /// Every token the tokenizer declares for a structural role (`bos_token`,
+    /// `eos_token`, `unk_token`, `sep_token`, `pad_token`, `cls_token`, `mask_token`).
+    pub roles: Vec<String>,
 }
 
 impl ChatMeta {
@@ -335,10 +349,12 @@ impl ChatMeta {
                 .map(str::to_string),
             _ => None,
         };
+        let roles = ROLE_KEYS.iter().filter_map(|k| token(k)).collect();
         Self {
             template,
             bos: token("bos_token"),
             eos: token("eos_token"),
+            roles,
         }
     }
 }

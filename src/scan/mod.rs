@@ -166,6 +166,7 @@ impl ScannerBuilder {
     /// [`HuntParams::chat_template`]).
     pub fn chat_template(mut self, on: bool) -> Self {
         self.hunt.chat_template = on;
+        self.confirm.chat_template = on;
         self
     }
 
