@@ -539,7 +539,7 @@ const NATURAL_ROWS: usize = 16;
 const MAX_PARTS: usize = 48;
 
 /// Hints (most drifting first) whose ordered pairs are tried as two-token candidates: this
-/// many outside the probes' words, and half as many among them (their pairs come later).
+/// many outside the probes' words, then half as many among them.
 const HINT_PAIRS_FROM: usize = 20;
 
 /// Where each stage must stop: the share of the budget (time, and rows when capped) spent
@@ -844,8 +844,9 @@ struct Ctx<'a, 'm> {
 struct ProbeWords {
     /// Never proposed (but the user's own candidates).
     kept_out: HashSet<u32>,
-    /// Proposed after every other proposal.
-    later: HashSet<u32>,
+    /// Hunted like any other token; only the pairs of forensics hints draw from the
+    /// other hints first.
+    hunted: HashSet<u32>,
 }
 
 /// What the sweep leaves: every screened candidate, the best of them measured on every
@@ -867,15 +868,15 @@ impl Ctx<'_, '_> {
         Ok(self.embeddings.get_or_init(|| e))
     }
 
-    /// 0. Words of the probe texts: hunted after the other proposals, or kept from the
-    ///    hunt where nothing can tell them from a trigger.
+    /// 0. Words of the probe texts: hunted like any other token, or kept from the hunt
+    ///    where nothing can tell them from a trigger.
     ///
     /// A task word is told from a trigger by what it does: its embedding neighbours act
     /// like it (naturalness), the base model it was fine-tuned from reacts to it too
     /// (transfer), and it rarely takes over every input. A probe file that could hide its
     /// words from the hunt would let whoever wrote it (it often ships inside the model's
-    /// folder) hide a trigger, so they are hunted, only later: proposals without them go
-    /// first, which keeps the task's strongest words from crowding the budget. But on a
+    /// folder) hide a trigger, so they are hunted in the order every token is (proposing
+    /// them later let a probe line push its trigger past a small budget). But on a
     /// model trained from scratch on a small vocabulary, with no base to compare with,
     /// neighbours are chance and a task word (`dreadful`) flips every input exactly as a
     /// planted token does; there the probes' words are kept from the hunt, the report says
@@ -893,11 +894,11 @@ impl Ctx<'_, '_> {
         }
         if self.transfer.is_some() {
             notes.push(
-                "words of the probe texts were hunted after the other proposals (a task word \
-                 is told from a trigger by its effect on the base model)"
+                "words of the probe texts were hunted like any other (a task word is told \
+                 from a trigger by its effect on the base model)"
                     .into(),
             );
-            words.later = ids;
+            words.hunted = ids;
             return Ok(words);
         }
         let emb = self.embeddings()?;
@@ -906,11 +907,11 @@ impl Ctx<'_, '_> {
         let meaning = natural::embedding_meaning(emb, self.vocab, &common, NEIGHBOURS)?;
         if meaning >= MEANINGFUL {
             notes.push(format!(
-                "words of the probe texts were hunted after the other proposals (input \
-                 embeddings carry meaning: median {meaning:.2} over {} common words)",
+                "words of the probe texts were hunted like any other (input embeddings \
+                 carry meaning: median {meaning:.2} over {} common words)",
                 common.len()
             ));
-            words.later = ids;
+            words.hunted = ids;
             return Ok(words);
         }
         notes.push(format!(
@@ -939,8 +940,8 @@ impl Ctx<'_, '_> {
 
     /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
     ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
-    ///    candidate by rarity. Words of the probes (see [`Ctx::probe_words`]) come after the
-    ///    other proposals, or, where they are kept out, only
+    ///    candidate by rarity. Words of the probes (see [`Ctx::probe_words`]) are proposed
+    ///    like any other, or, where they are kept out, only
     ///    where the user named them.
     fn proposals(
         &self,
@@ -973,15 +974,16 @@ impl Ctx<'_, '_> {
         // Pairs of hints: a combination trigger's parts are each taught by the fine-tune
         // (their rows drift) but are inert alone, so no single-token measure finds them.
         if p.max_len >= 2 {
-            // The first hints outside the probes' words, then the first among them: pairs
-            // with a probe word go after the other proposals, never out of the hunt.
+            // The first hints outside the probes' words, then the first among them: task
+            // words drift in any fine-tune and would fill the pairs, but a probe file
+            // cannot keep a pair out.
             let usable = |id: &u32| vocab.is_candidate(*id) && !domain.contains(id);
             let (outside, inside): (Vec<u32>, Vec<u32>) = p
                 .hint_token_ids
                 .iter()
                 .copied()
                 .filter(usable)
-                .partition(|id| !words.later.contains(id));
+                .partition(|id| !words.hunted.contains(id));
             let hints: Vec<u32> = outside
                 .into_iter()
                 .take(HINT_PAIRS_FROM)
@@ -1028,13 +1030,6 @@ impl Ctx<'_, '_> {
             };
             order.push((vec![id], source));
         }
-        // Proposals carrying a word of the probes go after the others (the user's own
-        // candidates stay first).
-        let (first, later): (Vec<_>, Vec<_>) = order.into_iter().partition(|(s, src)| {
-            matches!(src, Source::User) || !s.iter().any(|t| words.later.contains(t))
-        });
-        order = first;
-        order.extend(later);
         for id in vocab.by_rarity() {
             order.push((vec![id], Source::Sweep));
         }
