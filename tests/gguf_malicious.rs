@@ -928,9 +928,11 @@ fn io_errors_are_reported_as_io() {
 fn read_path_maps_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.gguf");
+    // Every file of a model is opened one way (`O_NOFOLLOW`, regular files only): a
+    // missing one is no model.
     assert!(matches!(
         read_path(&missing, &GgufLimits::default()),
-        Err(trojanscan::Error::Io { .. })
+        Err(trojanscan::Error::NoModel { .. })
     ));
     let bad = dir.path().join("bad.gguf");
     std::fs::write(&bad, b"GGML\x03\0\0\0").unwrap();
