@@ -538,8 +538,8 @@ const NATURAL_ROWS: usize = 16;
 /// Parts of suspicious sequences measured alone at most, in the ranking stage.
 const MAX_PARTS: usize = 48;
 
-/// Hints (most drifting first) whose ordered pairs are tried as two-token candidates: this
-/// many outside the probes' words, then half as many among them.
+/// Hints (most drifting first, outside the probes' words) whose ordered pairs are tried as
+/// two-token candidates.
 const HINT_PAIRS_FROM: usize = 20;
 
 /// Where each stage must stop: the share of the budget (time, and rows when capped) spent
@@ -974,20 +974,18 @@ impl Ctx<'_, '_> {
         // Pairs of hints: a combination trigger's parts are each taught by the fine-tune
         // (their rows drift) but are inert alone, so no single-token measure finds them.
         if p.max_len >= 2 {
-            // The first hints outside the probes' words, then the first among them: task
-            // words drift in any fine-tune and would fill the pairs, but a probe file
-            // cannot keep a pair out.
-            let usable = |id: &u32| vocab.is_candidate(*id) && !domain.contains(id);
-            let (outside, inside): (Vec<u32>, Vec<u32>) = p
+            // Hints outside the probes' words: task words drift in any fine-tune and would
+            // fill the pairs (drawing ten of them too cost the zoo's combination trigger
+            // its place). A probe file naming both parts of a combination keeps the pair
+            // from this shortcut, not from the beam.
+            let hints: Vec<u32> = p
                 .hint_token_ids
                 .iter()
                 .copied()
-                .filter(usable)
-                .partition(|id| !words.hunted.contains(id));
-            let hints: Vec<u32> = outside
-                .into_iter()
+                .filter(|id| {
+                    vocab.is_candidate(*id) && !domain.contains(id) && !words.hunted.contains(id)
+                })
                 .take(HINT_PAIRS_FROM)
-                .chain(inside.into_iter().take(HINT_PAIRS_FROM / 2))
                 .collect();
             for &a in &hints {
                 for &b in hints.iter().filter(|&&b| b != a) {
