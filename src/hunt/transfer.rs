@@ -228,22 +228,20 @@ impl<'m> Transfer<'m> {
         })
     }
 
-    /// What the reference does toward `target` with one sequence: (mean log-probability
-    /// shift on the rows the model does not predict as `target`, the share of the rows the
-    /// reference does not predict as it that it takes over). Decoders: (takeover, takeover).
-    fn reaction(&self, seq: &[u32], target: u32, clean_pred: &[u32]) -> Result<(f64, f64)> {
+    /// What the reference does toward `target` with each of `seqs`: its mean
+    /// log-probability shift on the rows the model does not predict as `target` (decoders:
+    /// its next-token takeover), every sequence in one batched evaluation.
+    fn reactions(&self, seqs: &[Vec<u32>], target: u32, clean_pred: &[u32]) -> Result<Vec<f64>> {
         let all: Vec<usize> = (0..self.ev.width()).collect();
         if self.ev.objective == Objective::NextToken {
-            let e = self.ev.evaluate_on(&[seq.to_vec()], &all, Some(target))?;
-            return Ok((e[0].score, e[0].score));
+            let e = self.ev.evaluate_on(seqs, &all, Some(target))?;
+            return Ok(e.iter().map(|e| e.score).collect());
         }
-        let cand = self.log_probs(&[seq.to_vec()], &all)?;
-        Ok(classifier_reaction(
-            &cand,
-            &self.clean,
-            clean_pred,
-            target as usize,
-        ))
+        let rows = self.log_probs(seqs, &all)?;
+        Ok(rows
+            .chunks(all.len().max(1))
+            .map(|cand| classifier_shift(cand, &self.clean, clean_pred, target as usize))
+            .collect())
     }
 
     /// The baseline toward `target`: the median of what random candidate tokens do to the
@@ -255,10 +253,8 @@ impl<'m> Transfer<'m> {
         if let Some(&b) = self.baseline.borrow().get(&target) {
             return Ok(b);
         }
-        let mut v = Vec::with_capacity(self.random.len());
-        for &t in &self.random {
-            v.push(self.reaction(&[t], target, clean_pred)?.0);
-        }
+        let seqs: Vec<Vec<u32>> = self.random.iter().map(|&t| vec![t]).collect();
+        let mut v = self.reactions(&seqs, target, clean_pred)?;
         v.retain(|x| x.is_finite());
         v.sort_by(f64::total_cmp);
         let b = v.get(v.len() / 2).copied().unwrap_or(0.0).max(0.0);
@@ -283,7 +279,7 @@ impl<'m> Transfer<'m> {
                 out.push(0.0);
                 continue;
             }
-            let (moved, _) = self.reaction(seq, target, clean_pred)?;
+            let moved = self.reactions(std::slice::from_ref(seq), target, clean_pred)?[0];
             let own = match self.ev.objective {
                 Objective::NextToken => effect.score,
                 _ => effect.detail,
@@ -296,37 +292,26 @@ impl<'m> Transfer<'m> {
 }
 
 /// The reference's mean log-probability shift toward `target` on the rows the model does
-/// not already predict as it, and the share it flips of the rows it does not predict as
-/// `target` itself. The shift, not the flip rate, is what is compared: it is continuous, so
-/// a handful of rows (the few probes of a minority class) do not make it jump between 0
-/// and 1; the flip rate only says whether the reference takes over.
-fn classifier_reaction(
+/// not already predict as it. The shift, not the flip rate: it is continuous, so a handful
+/// of rows (the few probes of a minority class) do not make it jump between 0 and 1.
+fn classifier_shift(
     cand: &[Vec<f32>],
     clean: &[Vec<f32>],
     model_pred: &[u32],
     target: usize,
-) -> (f64, f64) {
-    let (mut shift, mut n, mut flips, mut others) = (0.0f64, 0usize, 0usize, 0usize);
-    for ((c, z), &p) in cand.iter().zip(clean).zip(model_pred) {
-        if target >= c.len() {
-            continue;
-        }
-        if p as usize != target {
-            shift += f64::from(c[target] - z[target]);
-            n += 1;
-        }
-        if argmax(z) != target {
-            others += 1;
-            flips += usize::from(argmax(c) == target);
-        }
-    }
-    let mean = if n == 0 { 0.0 } else { shift / n as f64 };
-    let rate = if others == 0 {
+) -> f64 {
+    let shifts: Vec<f64> = cand
+        .iter()
+        .zip(clean)
+        .zip(model_pred)
+        .filter(|((c, _), &p)| p as usize != target && target < c.len())
+        .map(|((c, z), _)| f64::from(c[target] - z[target]))
+        .collect();
+    if shifts.is_empty() {
         0.0
     } else {
-        flips as f64 / others as f64
-    };
-    (mean, rate)
+        shifts.iter().sum::<f64>() / shifts.len() as f64
+    }
 }
 
 /// `part / whole` in [0, 1]; 0 when the whole is not positive.
@@ -389,30 +374,8 @@ impl Head {
         let n = x.len();
         let d = x[0].len();
         let k = y[0].len();
-        let mean: Vec<f64> = (0..d)
-            .map(|j| x.iter().map(|r| f64::from(r[j])).sum::<f64>() / n as f64)
-            .collect();
-        let bias: Vec<f64> = (0..k)
-            .map(|j| y.iter().map(|r| f64::from(r[j])).sum::<f64>() / n as f64)
-            .collect();
-        let xc: Vec<Vec<f64>> = x
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .zip(&mean)
-                    .map(|(&v, m)| f64::from(v) - m)
-                    .collect()
-            })
-            .collect();
-        let yc: Vec<Vec<f64>> = y
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .zip(&bias)
-                    .map(|(&v, m)| f64::from(v) - m)
-                    .collect()
-            })
-            .collect();
+        let (mean, bias) = (column_means(x), column_means(y));
+        let (xc, yc) = (centred(x, &mean), centred(y, &bias));
         let gram: Vec<Vec<f64>> = (0..n)
             .map(|i| (0..n).map(|j| dot(&xc[i], &xc[j])).collect())
             .collect();
@@ -476,17 +439,27 @@ impl Head {
     }
 }
 
+/// The mean of each column of `rows`.
+fn column_means(rows: &[Vec<f32>]) -> Vec<f64> {
+    let n = rows.len().max(1) as f64;
+    let d = rows.first().map_or(0, Vec::len);
+    (0..d)
+        .map(|j| rows.iter().map(|r| f64::from(r[j])).sum::<f64>() / n)
+        .collect()
+}
+
+/// `rows` less `mean`, in f64.
+fn centred(rows: &[Vec<f32>], mean: &[f64]) -> Vec<Vec<f64>> {
+    rows.iter()
+        .map(|r| r.iter().zip(mean).map(|(&v, m)| f64::from(v) - m).collect())
+        .collect()
+}
+
 /// The mean squared norm of the centred rows of `x`: ridge strengths are multiples of it.
 fn ridge_scale(x: &[Vec<f32>]) -> f64 {
-    let n = x.len().max(1) as f64;
-    let d = x.first().map_or(0, Vec::len);
-    let total: f64 = (0..d)
-        .map(|j| {
-            let m = x.iter().map(|r| f64::from(r[j])).sum::<f64>() / n;
-            x.iter().map(|r| (f64::from(r[j]) - m).powi(2)).sum::<f64>()
-        })
-        .sum();
-    (total / n).max(1e-12)
+    let xc = centred(x, &column_means(x));
+    let total: f64 = xc.iter().map(|r| dot(r, r)).sum();
+    (total / x.len().max(1) as f64).max(1e-12)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -578,16 +551,14 @@ mod tests {
     }
 
     #[test]
-    fn reaction_is_the_mean_shift_and_the_takeover() {
+    fn shift_is_the_mean_over_rows_not_already_at_the_target() {
         let clean = vec![vec![-0.1, -2.3], vec![-0.2, -1.7], vec![-3.0, -0.05]];
         // Rows 0 and 1 (the model does not predict 1 there) move by 1.3 and 0.7 toward
-        // label 1; neither flips, and row 2 was at label 1 already.
+        // label 1; row 2 was at label 1 already and does not count.
         let cand = vec![vec![-0.5, -1.0], vec![-0.5, -1.0], vec![-9.0, 0.0]];
-        let (shift, rate) = classifier_reaction(&cand, &clean, &[0, 0, 1], 1);
+        let shift = classifier_shift(&cand, &clean, &[0, 0, 1], 1);
         assert!((shift - 1.0).abs() < 1e-6, "{shift}");
-        assert_eq!(rate, 0.0);
-        let flipped = vec![vec![-3.0, -0.05]; 3];
-        assert_eq!(classifier_reaction(&flipped, &clean, &[0, 0, 1], 1).1, 1.0);
+        assert_eq!(classifier_shift(&clean, &clean, &[0, 0, 1], 1), 0.0);
         assert_eq!(ratio(3.0, 1.0), 1.0);
         assert_eq!(ratio(1.0, 0.0), 0.0);
         assert_eq!(ratio(-1.0, 2.0), 0.0);

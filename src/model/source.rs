@@ -257,8 +257,19 @@ pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
 /// handle's metadata before reading, and the read stops one byte past `limit`, so a file
 /// that grows meanwhile is refused too.
 pub(crate) fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    read_capped(open_regular(path)?, path, limit, what)
+}
+
+/// Read the opened `file` (at `path`) whole: at most `limit` bytes, else
+/// [`Error::TooLarge`]. The size is checked from the handle before reading, and the read
+/// stops one byte past `limit`, so a file that grows meanwhile is refused too.
+pub(crate) fn read_capped(
+    file: std::fs::File,
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+) -> Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let too_large = |len| Error::TooLarge {
         path: path.into(),

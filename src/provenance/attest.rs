@@ -15,7 +15,6 @@
 //! key hint is the SHA-256 of the public key as SubjectPublicKeyInfo PEM, which is also
 //! the key fingerprint the approved registry records.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -75,25 +74,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 /// Read at most `limit` bytes of `path`, failing with [`Error::TooLarge`] beyond it.
 pub(crate) fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    let too_large = |len| Error::TooLarge {
-        path: path.into(),
-        what,
-        len,
-        limit,
-    };
-    if len > limit {
-        return Err(too_large(len));
-    }
-    // The file may grow after the check: never read more than limit + 1 bytes.
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io(path, e))?;
-    if buf.len() as u64 > limit {
-        return Err(too_large(buf.len() as u64));
-    }
-    Ok(buf)
+    crate::model::source::read_capped(f, path, limit, what)
 }
 
 fn read_pem(path: &Path) -> Result<String> {
