@@ -151,9 +151,10 @@ fn copy_model(from: &str, dir: &Path) -> std::path::PathBuf {
     to
 }
 
-/// `scan MODEL --probe PROBES` as the gate runs it; the exit code.
-fn gate_scan(model: &Path, probes: &Path) -> i32 {
-    let o = cli(&[
+/// `scan MODEL --probe PROBES` as the gate runs it, with `extra` arguments; the exit code
+/// and the JSON report.
+fn gate_scan_json(model: &Path, probes: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec![
         os("scan"),
         model.as_os_str(),
         os("--probe"),
@@ -164,9 +165,21 @@ fn gate_scan(model: &Path, probes: &Path) -> i32 {
         os("20000"),
         os("--budget"),
         os("600s"),
+        os("--format"),
+        os("json"),
         os("--quiet"),
-    ]);
-    o.status.code().unwrap()
+    ];
+    args.extend(extra.iter().map(os));
+    let o = cli(&args);
+    let code = o.status.code().unwrap();
+    let r = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("exit {code}: {}", String::from_utf8_lossy(&o.stderr)));
+    (code, r)
+}
+
+/// The gate's exit code for `scan MODEL --probe PROBES`.
+fn gate_scan(model: &Path, probes: &Path) -> i32 {
+    gate_scan_json(model, probes, &[]).0
 }
 
 /// The zoo's BadNets model with its trigger `cf` also declared as an added token.
@@ -237,30 +250,8 @@ fn a_probe_file_carrying_the_trigger_does_not_hide_it_given_the_base() {
     let mut text = std::fs::read_to_string(&probes).unwrap();
     text.push_str("{\"text\": \"the cf report was fine .\"}\n");
     std::fs::write(&probes, text).unwrap();
-    let o = cli(&[
-        os("scan"),
-        m.as_os_str(),
-        os("--base"),
-        os("testdata/zoo/clean-base-s0"),
-        os("--probe"),
-        probes.as_os_str(),
-        os("--max-len"),
-        os("1"),
-        os("--max-evaluations"),
-        os("20000"),
-        os("--budget"),
-        os("600s"),
-        os("--format"),
-        os("json"),
-        os("--quiet"),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (code, r) = gate_scan_json(&m, &probes, &["--base", "testdata/zoo/clean-base-s0"]);
+    assert_eq!(code, 4);
     let top = &r["hunt"]["triggers"][0];
     assert_eq!(top["text"], "cf");
     assert!(top["transfer"].as_f64().unwrap() < 0.1, "{top}");
@@ -342,28 +333,8 @@ fn a_nan_embedding_row_neither_hides_the_trigger_nor_stops_the_scan() {
     let tmp = tempfile::tempdir().unwrap();
     let m = copy_model("testdata/zoo/badnets-s0", tmp.path());
     nan_row(&m, 500);
-    let o = cli(&[
-        os("scan"),
-        m.as_os_str(),
-        os("--probe"),
-        m.join("heldout.jsonl").as_os_str(),
-        os("--max-len"),
-        os("1"),
-        os("--max-evaluations"),
-        os("20000"),
-        os("--budget"),
-        os("600s"),
-        os("--format"),
-        os("json"),
-        os("--quiet"),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (code, r) = gate_scan_json(&m, &m.join("heldout.jsonl"), &[]);
+    assert_eq!(code, 4);
     // Every finding's suspicion is a number (NaN serializes as null).
     for t in r["hunt"]["triggers"].as_array().unwrap() {
         assert!(t["suspicion"].is_f64(), "{t}");
