@@ -6,18 +6,21 @@
 //! planted trigger acts through what the fine-tune taught, which the base never saw. So a
 //! finding's effect is measured again on the reference, on the same probe rows:
 //!
-//! - a reference with the same head (a classifier with as many labels, a decoder with the
-//!   same vocabulary) is measured directly;
+//! - a reference with the same head (a classifier with as many labels, or a decoder that
+//!   can read every probe row) is measured directly;
 //! - a bare encoder gets a light head: ridge regression from its mean-pooled states to the
 //!   scanned classifier's log-probabilities on up to [`FIT_TEXTS`] task texts, with the
-//!   ridge strength chosen by leave-one-out agreement with the model's predictions.
+//!   ridge strength chosen by exact leave-one-out agreement with the model's predictions,
+//!   balanced over labels.
 //!
-//! The transfer is the share of the finding's effect the reference shows (its mean
-//! log-probability shift toward the finding's target as a share of the model's; for
-//! decoders, its next-token takeover as a share of the model's); suspicion
-//! is multiplied by `1 − transfer`. A reference that does not predict as the model does on
-//! the fitting texts (agreement below [`MIN_AGREEMENT`]) is not used, and the report says
-//! why: a head that cannot mimic the model would call every effect a trigger's.
+//! The transfer is the share of the finding's effect the reference shows beyond what the
+//! median of random candidate tokens does to it: (its mean log-probability shift toward
+//! the finding's target − the random median) / (the model's shift − that median), in
+//! [0, 1]; for decoders, next-token takeover in place of the shift. Suspicion is
+//! multiplied by `1 − transfer`. A reference that does not predict as the model does
+//! (balanced agreement below [`MIN_AGREEMENT`]) is not used, and the report says why: a
+//! head that cannot mimic the model would call every effect a trigger's. The reference is
+//! trusted; one that carries the trigger too vouches for it.
 
 use crate::hunt::objective::{Effect, Evaluator, Objective};
 use crate::hunt::probes::Probe;
