@@ -1,12 +1,12 @@
 //! The detectors on real classifiers fine-tuned by PyTorch/transformers from the real
 //! all-MiniLM-L6-v2 (`scripts/realistic/build.py`; CI builds the sentiment seed-0 clean
-//! twin and BadNets trojan). Each test skips when its models are not built.
+//! twin, BadNets and combination trojans). Each test skips when its models are not built.
 
 mod common;
 
 use trojanscan::audit::read_texts;
 use trojanscan::forensics::DiffOptions;
-use trojanscan::hunt::{HuntParams, HuntReport};
+use trojanscan::hunt::{HuntParams, HuntReport, HINTS};
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::progress::NoProgress;
 use trojanscan::scan::Scanner;
@@ -178,4 +178,77 @@ fn a_probe_file_carrying_the_trigger_does_not_hide_it() {
         "{}",
         r.verdict
     );
+}
+
+/// Hunt of `dir` as `hunt --base` runs it: the base's most drifting tokens as hints, the
+/// base measured for transfer, the model's task texts.
+fn hunt_with_the_base(dir: &std::path::Path, base: &std::path::Path) -> HuntReport {
+    let hints = DiffOptions::default()
+        .top_tokens(HINTS)
+        .check()
+        .unwrap()
+        .diff(dir, base)
+        .unwrap()
+        .candidate_tokens();
+    let p = HuntParams {
+        probes: Some(read_texts(dir.join("probes.jsonl")).unwrap()),
+        hint_token_ids: hints,
+        max_evaluations: Some(ROWS),
+        budget: Some(std::time::Duration::from_secs(1200)),
+        ..HuntParams::default()
+    };
+    let opts = LoadOptions::default();
+    let (model, base) = (
+        Model::load(dir, &opts).unwrap(),
+        Model::load(base, &opts).unwrap(),
+    );
+    p.check()
+        .unwrap()
+        .run_with_base(&model, &base, &NoProgress)
+        .unwrap()
+}
+
+/// A real combination trojan (two rare tokens that flip its inputs together and do nothing
+/// alone) is found with the base: both parts drift in the fine-tune, neither acts alone,
+/// so the hunt pairs them; its clean twin, hunted the same way, is not `trojaned` and is
+/// less suspicious.
+#[test]
+fn hunt_with_the_base_finds_a_real_combination_trigger() {
+    let (Some(dir), Some(twin), Some(base)) = (
+        common::realistic("sentiment-combo-s0"),
+        common::realistic("sentiment-clean-s0"),
+        common::minilm(),
+    ) else {
+        return;
+    };
+    let t = truth(&dir);
+    let parts: Vec<u32> = t["trigger"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["token_ids"][0].as_u64().unwrap() as u32)
+        .collect();
+    let r = hunt_with_the_base(&dir, &base);
+    let top: Vec<&str> = r.triggers.iter().take(5).map(|t| t.text.as_str()).collect();
+    let hit = r.triggers.iter().take(5).find(|f| {
+        let mut ids = f.token_ids.clone();
+        ids.sort_unstable();
+        let mut want = parts.clone();
+        want.sort_unstable();
+        ids == want
+    });
+    assert!(hit.is_some(), "the pair is not in the top 5: {top:?}");
+    assert!(
+        matches!(r.verdict, Verdict::Trojaned | Verdict::Suspicious),
+        "{}: {top:?}",
+        r.verdict
+    );
+    let clean = hunt_with_the_base(&twin, &base);
+    assert_ne!(
+        clean.verdict,
+        Verdict::Trojaned,
+        "{:?}",
+        clean.triggers.first()
+    );
+    assert!(clean.suspicion < r.suspicion);
 }

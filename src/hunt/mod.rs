@@ -111,9 +111,10 @@ pub struct HuntParams {
     pub null_samples: usize,
     /// The user's candidate texts, tried first.
     pub candidates: Vec<String>,
-    /// Token ids to try first (for example the top drifting tokens of weight forensics).
-    /// With `max_len` ≥ 2, ordered pairs of the first 20 (words of the probes left out) are
-    /// tried too: the parts of a combination trigger drift, but do nothing alone.
+    /// Token ids to try first, most drifting first (the top [`HINTS`] drifting tokens of
+    /// weight forensics). With `max_len` ≥ 2, ordered pairs of the first 20 that are inert
+    /// alone (words of the probes left out) are tried too: the parts of a combination
+    /// trigger drift, but do nothing alone.
     pub hint_token_ids: Vec<u32>,
     /// Decoders: a target text to hunt for (its probability becomes the objective).
     pub target_text: Option<String>,
@@ -407,6 +408,12 @@ pub const MIN_NULL: usize = 16;
 /// samples a population at all).
 pub const MIN_POPULATION: usize = 8;
 
+/// Drifting tokens of weight forensics worth handing to a hunt as
+/// [`HuntParams::hint_token_ids`]: a combination trigger's parts drift with the task's
+/// words (on a real MiniLM sentiment classifier one part ranked 20th behind them), and each
+/// costs one screen.
+pub const HINTS: usize = 32;
+
 /// Candidates in the order the sweep takes them, each with where it came from.
 type Order = Vec<(Vec<u32>, Source)>;
 
@@ -538,9 +545,46 @@ const NATURAL_ROWS: usize = 16;
 /// Parts of suspicious sequences measured alone at most, in the ranking stage.
 const MAX_PARTS: usize = 48;
 
-/// Hints (most drifting first, outside the probes' words) whose ordered pairs are tried as
-/// two-token candidates.
+/// Hints (most drifting first, outside the probes' words, inert alone) whose ordered pairs
+/// are tried as two-token candidates.
 const HINT_PAIRS_FROM: usize = 20;
+
+/// The screened hints that are inert alone, the most drifting first, at most
+/// [`HINT_PAIRS_FROM`].
+///
+/// A combination trigger's parts are each taught by the fine-tune (their rows drift) but
+/// do nothing alone, so no single-token measure finds them; a hint that moves the model by
+/// itself (a task word, most often) is found alone and would fill the pairs. Inert means
+/// taking over at most [`INERT_PART`](crate::forensics::INERT_PART) of the screen rows,
+/// where the objective counts takeovers; otherwise every hint is kept. `eligible` says
+/// which tokens may be paired.
+fn inert_hints(
+    screened: &[Found],
+    objective: Objective,
+    eligible: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let counts = matches!(objective, Objective::Classifier | Objective::NextToken);
+    screened
+        .iter()
+        .filter(|f| f.seq.len() == 1 && eligible(f.seq[0]))
+        .filter(|f| !counts || f.effect.score <= crate::forensics::INERT_PART)
+        .map(|f| f.seq[0])
+        .take(HINT_PAIRS_FROM)
+        .collect()
+}
+
+/// Ordered pairs of `tokens` in shells: every pair within the first k before any pair
+/// reaching the (k+1)-th, both orders (a trigger may fire in its taught order only).
+fn pairs_in_shells(tokens: &[u32]) -> Vec<Vec<u32>> {
+    let mut pairs = Vec::new();
+    for (k, &b) in tokens.iter().enumerate() {
+        for &a in &tokens[..k] {
+            pairs.push(vec![a, b]);
+            pairs.push(vec![b, a]);
+        }
+    }
+    pairs
+}
 
 /// Where each stage must stop: the share of the budget (time, and rows when capped) spent
 /// when it ends, cumulative over the stages in order. The null is a reference and needs
@@ -712,14 +756,15 @@ impl TriggerHunt {
         let null = c.null(&common)?;
         stages.push(stage("null", t, &ev, null.len()));
 
-        let t = (Instant::now(), ev.rows_run.get());
-        let (order, pool) = c.proposals(&texts, &common, &words, gradients, &mut notes)?;
-        stages.push(stage("proposals", t, &ev, 0));
-
-        let t = (Instant::now(), ev.rows_run.get());
         let stride = p.insertions.len();
         let screen = screen_rows(ev.clean_predictions(), ev.width(), stride, p.screen_rows);
-        let swept = c.sweep(&order, &screen, &mut notes)?;
+        let t = (Instant::now(), ev.rows_run.get());
+        let proposed = c.proposals(&texts, &common, &words, gradients, &screen, &mut notes)?;
+        stages.push(stage("proposals", t, &ev, proposed.screened.len()));
+
+        let t = (Instant::now(), ev.rows_run.get());
+        let pool = proposed.pool;
+        let swept = c.sweep(proposed, &screen, &mut notes)?;
         let (screened, population) = (swept.screened.len(), swept.population.len());
         let mut found = swept.confirmed;
         let mut exhausted = swept.exhausted;
@@ -849,6 +894,14 @@ struct ProbeWords {
     hunted: HashSet<u32>,
 }
 
+/// What the proposals stage leaves for the sweep: the order to screen in, the pool it was
+/// drawn from, and the hints, screened already.
+struct Proposed {
+    order: Order,
+    pool: Pool,
+    screened: Vec<Found>,
+}
+
 /// What the sweep leaves: every screened candidate, the best of them measured on every
 /// row, the population reference, and whether the sweep ran out of budget.
 struct Swept {
@@ -938,19 +991,21 @@ impl Ctx<'_, '_> {
         bounded(self.ev, &seqs, self.clock, self.plan.null, self.progress)
     }
 
-    /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints and
-    ///    pairs of hints, gradient rankings and embedding outliers taking turns, then every
-    ///    candidate by rarity. Words of the probes (see [`Ctx::probe_words`]) are proposed
-    ///    like any other, or, where they are kept out, only
-    ///    where the user named them.
+    /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints, then
+    ///    pairs of hints taking turns with the gradient rankings and embedding outliers
+    ///    (themselves taking turns), then every candidate by rarity. Words of the probes
+    ///    (see [`Ctx::probe_words`]) are proposed like any other, or, where they are kept
+    ///    out, only where the user named them. The hints are screened here, since which of
+    ///    them to pair depends on what each does alone.
     fn proposals(
         &self,
         texts: &[String],
         common: &[u32],
         words: &ProbeWords,
         gradients: bool,
+        screen: &[usize],
         notes: &mut Vec<String>,
-    ) -> Result<(Order, Pool)> {
+    ) -> Result<Proposed> {
         let domain = &words.kept_out;
         let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
         let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
@@ -966,33 +1021,37 @@ impl Ctx<'_, '_> {
                 ));
             }
         }
-        for &id in &p.hint_token_ids {
-            if vocab.is_extension(id) {
-                order.push((vec![id], Source::Hint));
-            }
-        }
-        // Pairs of hints: a combination trigger's parts are each taught by the fine-tune
-        // (their rows drift) but are inert alone, so no single-token measure finds them.
-        if p.max_len >= 2 {
-            // Hints outside the probes' words: task words drift in any fine-tune and would
-            // fill the pairs (drawing ten of them too cost the zoo's combination trigger
-            // its place). A probe file naming both parts of a combination keeps the pair
-            // from this shortcut, not from the beam.
-            let hints: Vec<u32> = p
-                .hint_token_ids
-                .iter()
-                .copied()
-                .filter(|id| {
-                    vocab.is_candidate(*id) && !domain.contains(id) && !words.hunted.contains(id)
-                })
-                .take(HINT_PAIRS_FROM)
-                .collect();
-            for &a in &hints {
-                for &b in hints.iter().filter(|&&b| b != a) {
-                    order.push((vec![a, b], Source::Hint));
-                }
-            }
-        }
+        let mut seen: HashSet<Vec<u32>> = order.iter().map(|(s, _)| s.clone()).collect();
+        let hints: Vec<u32> = p
+            .hint_token_ids
+            .iter()
+            .copied()
+            .filter(|&id| vocab.is_extension(id) && !domain.contains(&id))
+            .filter(|&id| seen.insert(vec![id]))
+            .collect();
+        let seqs: Vec<Vec<u32>> = hints.iter().map(|&id| vec![id]).collect();
+        let effects = if seqs.is_empty() {
+            Vec::new()
+        } else {
+            self.ev.evaluate_with(&seqs, Some(screen), None)?.0
+        };
+        let screened: Vec<Found> = seqs
+            .into_iter()
+            .zip(effects)
+            .map(|(seq, effect)| Found {
+                seq,
+                effect,
+                source: Source::Hint,
+            })
+            .collect();
+        let inert = inert_hints(&screened, self.ev.objective, |id| {
+            vocab.is_candidate(id) && !words.hunted.contains(&id)
+        });
+        let pairs = if p.max_len >= 2 {
+            pairs_in_shells(&inert)
+        } else {
+            Vec::new()
+        };
         // Embedding outliers are one more ranking, taking turns with the gradient's: an
         // embedding-poisoned row stands out by itself, and the gradient's rankings are long.
         let mut rankings = vec![vocab::embedding_outliers(
@@ -1020,18 +1079,28 @@ impl Ctx<'_, '_> {
             };
             rankings.extend(propose::gradient_rankings(&request)?);
         }
-        for (id, from) in propose::take_turns(&rankings) {
-            let source = if from == 0 {
-                Source::Embedding
-            } else {
-                Source::Gradient
-            };
-            order.push((vec![id], source));
+        let singles: Vec<(Vec<u32>, Source)> = propose::take_turns(&rankings)
+            .into_iter()
+            .map(|(id, from)| {
+                let source = if from == 0 {
+                    Source::Embedding
+                } else {
+                    Source::Gradient
+                };
+                (vec![id], source)
+            })
+            .collect();
+        let pairs: Vec<(Vec<u32>, Source)> = pairs.into_iter().map(|s| (s, Source::Hint)).collect();
+        let (mut pairs, mut singles) = (pairs.into_iter(), singles.into_iter());
+        loop {
+            match (pairs.next(), singles.next()) {
+                (None, None) => break,
+                (a, b) => order.extend(a.into_iter().chain(b)),
+            }
         }
         for id in vocab.by_rarity() {
             order.push((vec![id], Source::Sweep));
         }
-        let mut seen = HashSet::new();
         // Only the user's own candidates may use words of the task: a forensics hint that
         // is a sentiment word moved because the fine-tune taught sentiment.
         order.retain(|(s, src)| {
@@ -1040,16 +1109,21 @@ impl Ctx<'_, '_> {
         });
         // The pool is counted before the cap: a capped hunt covered less of it.
         let pool = Pool {
-            candidates: order.len(),
-            proposed: order
-                .iter()
-                .filter(|(_, s)| !matches!(s, Source::Sweep))
-                .count(),
+            candidates: order.len() + screened.len(),
+            proposed: screened.len()
+                + order
+                    .iter()
+                    .filter(|(_, s)| !matches!(s, Source::Sweep))
+                    .count(),
         };
         if let Some(cap) = p.max_candidates {
-            order.truncate(cap);
+            order.truncate(cap.saturating_sub(screened.len()));
         }
-        Ok((order, pool))
+        Ok(Proposed {
+            order,
+            pool,
+            screened,
+        })
     }
 
     /// 3. Sweep: screen every proposal on the `screen` rows until the sweep's share is
@@ -1057,13 +1131,14 @@ impl Ctx<'_, '_> {
     ///    and measure a uniform sample of the candidate pool as the population reference.
     fn sweep(
         &self,
-        order: &[(Vec<u32>, Source)],
+        proposed: Proposed,
         screen: &[usize],
         notes: &mut Vec<String>,
     ) -> Result<Swept> {
         let (p, ev, progress, plan) = (self.p, self.ev, self.progress, self.plan);
+        let order = &proposed.order;
         progress.begin("sweep", Some(order.len() as u64));
-        let mut screened: Vec<Found> = Vec::new();
+        let mut screened: Vec<Found> = proposed.screened;
         let chunk = (p.batch_rows / screen.len()).max(1);
         let mut exhausted = false;
         for part in order.chunks(chunk) {
@@ -1087,7 +1162,7 @@ impl Ctx<'_, '_> {
             notes.push(format!(
                 "the sweep screened {} of {} candidates before its share of the budget ran out",
                 screened.len(),
-                order.len()
+                proposed.pool.candidates
             ));
         }
         // Confirm: the screen's best, and everything the user or a hint named.
@@ -1095,9 +1170,10 @@ impl Ctx<'_, '_> {
         // move a model without flipping anything, and the beam needs them).
         let mut confirm: Vec<&Found> = ranked(&screened, p.confirm / 2);
         let extra = by_detail(screened.iter(), p.confirm - p.confirm / 2);
-        let named = screened
-            .iter()
-            .filter(|f| matches!(f.source, Source::User | Source::Hint));
+        // Hint pairs are many and only the best of them count, like any screened sequence.
+        let named = screened.iter().filter(|f| {
+            matches!(f.source, Source::User) || (f.source == Source::Hint && f.seq.len() == 1)
+        });
         for f in extra.into_iter().chain(named) {
             if !confirm.iter().any(|c| c.seq == f.seq) {
                 confirm.push(f);
@@ -1905,43 +1981,7 @@ fn beam(
             progress.finish();
             break;
         }
-        // Screen the level on a few rows, measure its best on all of them.
-        let mut level: Vec<Found> = Vec::new();
-        let mut out_of_time = false;
-        for part in next.chunks((p.batch_rows / screen.len()).max(1)) {
-            if clock.past(share) {
-                out_of_time = true;
-                break;
-            }
-            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
-            let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
-            for ((seq, source), effect) in part.iter().zip(eff) {
-                level.push(Found {
-                    seq: seq.clone(),
-                    effect,
-                    source: *source,
-                });
-            }
-            progress.advance(part.len() as u64);
-        }
-        progress.finish();
-        let mut best: Vec<&Found> = ranked(&level, p.beam_width);
-        for f in by_detail(level.iter(), p.beam_width / 2) {
-            if !best.iter().any(|b| b.seq == f.seq) {
-                best.push(f);
-            }
-        }
-        let seqs: Vec<Vec<u32>> = best.iter().map(|f| f.seq.clone()).collect();
-        let full = ev.evaluate(&seqs)?;
-        let measured: Vec<Found> = seqs
-            .into_iter()
-            .zip(full)
-            .map(|(seq, effect)| Found {
-                seq,
-                effect,
-                source: Source::Beam,
-            })
-            .collect();
+        let (measured, out_of_time) = grow(ev, p, clock, share, screen, &next, progress)?;
         found.extend(measured.iter().cloned());
         if out_of_time {
             return Ok(false);
@@ -1949,6 +1989,57 @@ fn beam(
         beam = measured;
     }
     Ok(true)
+}
+
+/// One level of a sequence search: screen `next` on the `screen` rows until the clock
+/// passes `share`, then measure the best (by the main score, and half as many by the
+/// secondary measure) on every row. Returns them, and whether time ran out.
+fn grow(
+    ev: &Evaluator,
+    p: &HuntParams,
+    clock: &Clock,
+    share: f64,
+    screen: &[usize],
+    next: &[(Vec<u32>, Source)],
+    progress: &dyn Progress,
+) -> Result<(Vec<Found>, bool)> {
+    let mut level: Vec<Found> = Vec::new();
+    let mut out_of_time = false;
+    for part in next.chunks((p.batch_rows / screen.len()).max(1)) {
+        if clock.past(share) {
+            out_of_time = true;
+            break;
+        }
+        let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
+        let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
+        for ((seq, source), effect) in part.iter().zip(eff) {
+            level.push(Found {
+                seq: seq.clone(),
+                effect,
+                source: *source,
+            });
+        }
+        progress.advance(part.len() as u64);
+    }
+    progress.finish();
+    let mut best: Vec<&Found> = ranked(&level, p.beam_width);
+    for f in by_detail(level.iter(), p.beam_width / 2) {
+        if !best.iter().any(|b| b.seq == f.seq) {
+            best.push(f);
+        }
+    }
+    let seqs: Vec<Vec<u32>> = best.iter().map(|f| f.seq.clone()).collect();
+    let full = ev.evaluate(&seqs)?;
+    let measured = seqs
+        .into_iter()
+        .zip(full)
+        .map(|(seq, effect)| Found {
+            seq,
+            effect,
+            source: Source::Beam,
+        })
+        .collect();
+    Ok((measured, out_of_time))
 }
 
 #[cfg(test)]
@@ -1971,6 +2062,51 @@ mod tests {
             assert!(b.beam <= 0.85, "{b:?}");
         }
         assert!(BudgetPlan::for_hunt(1, false).sweep > BudgetPlan::for_hunt(4, false).sweep);
+    }
+
+    #[test]
+    fn hint_pairs_are_drawn_from_inert_hints_in_shells() {
+        let hint = |id: u32, score: f64| Found {
+            seq: vec![id],
+            effect: Effect {
+                score,
+                detail: 0.0,
+                target: Some(0),
+                hits: 0,
+                trials: 8,
+            },
+            source: Source::Hint,
+        };
+        // 7 flips most rows alone (a task word); 9 is not eligible (a probe word).
+        let screened = [
+            hint(5, 0.0),
+            hint(7, 0.9),
+            hint(9, 0.0),
+            hint(3, 0.125),
+            hint(4, 0.0),
+        ];
+        let inert = inert_hints(&screened, Objective::Classifier, |id| id != 9);
+        assert_eq!(inert, vec![5, 3, 4]);
+        assert_eq!(
+            pairs_in_shells(&inert),
+            vec![
+                vec![5, 3],
+                vec![3, 5],
+                vec![5, 4],
+                vec![4, 5],
+                vec![3, 4],
+                vec![4, 3]
+            ]
+        );
+        // An objective that counts no takeovers keeps every eligible hint.
+        let inert = inert_hints(&screened, Objective::Representation, |id| id != 9);
+        assert_eq!(inert, vec![5, 7, 3, 4]);
+        assert_eq!(pairs_in_shells(&inert).len(), 4 * 3);
+        // The first HINT_PAIRS_FROM inert hints only.
+        let many: Vec<Found> = (0..40).map(|i| hint(i, 0.0)).collect();
+        let inert = inert_hints(&many, Objective::Classifier, |_| true);
+        assert_eq!(inert, (0..HINT_PAIRS_FROM as u32).collect::<Vec<_>>());
+        assert!(pairs_in_shells(&[]).is_empty() && pairs_in_shells(&[1]).is_empty());
     }
 
     #[test]

@@ -448,6 +448,8 @@ impl Scanner {
                 progress.begin("forensics", None);
                 // The task's texts reach the behaviour check and its conjunctions.
                 let mut opts = DiffOptions::default();
+                let top = opts.top_tokens.max(crate::hunt::HINTS);
+                opts = opts.top_tokens(top);
                 if let Some(texts) = &self.hunt.params().probes {
                     opts = opts.probes(texts.clone());
                 }

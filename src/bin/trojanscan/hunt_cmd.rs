@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use trojanscan::audit::{sample_texts, TextSample, MAX_PROBE_TEXTS};
 use trojanscan::forensics::DiffOptions;
-use trojanscan::hunt::{FuzzParams, HuntParams, HuntReport, Insertion, Target};
+use trojanscan::hunt::{FuzzParams, HuntParams, HuntReport, Insertion, Target, HINTS};
 use trojanscan::model::{LoadOptions, Model, Precision};
 use trojanscan::DeviceChoice;
 
@@ -124,12 +124,10 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
     };
     let hints = match &args.base {
         Some(b) => DiffOptions::default()
+            .top_tokens(HINTS)
             .check()?
             .diff(&args.model, b)?
-            .candidate_tokens()
-            .into_iter()
-            .take(16)
-            .collect(),
+            .candidate_tokens(),
         None => Vec::new(),
     };
     let params = HuntParams {
