@@ -1,4 +1,5 @@
-//! Trigger hunt: fuzzing saves and resumes its corpus; bad parameters are refused.
+//! Trigger hunt: named candidates are screened first and within the cap; fuzzing saves and
+//! resumes its corpus; bad parameters are refused.
 //!
 //! The hunt's acceptance on the zoo (true triggers in the top 5, AUC 1.0, verdicts) and on
 //! the real models runs through `trojanscan scan` in `tests/scan.rs`, whose report holds
@@ -10,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use trojanscan::hunt::{FuzzParams, HuntParams};
+use trojanscan::hunt::{FuzzParams, HuntParams, Source};
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::progress::NoProgress;
 
@@ -20,6 +21,37 @@ fn probes(dir: &Path) -> Vec<String> {
         .into_iter()
         .map(|r| r.text)
         .collect()
+}
+
+/// The user's candidates come first, then the hints, and `max_candidates` bounds them
+/// too: with a cap of one, only the user's candidate (the zoo trojan's trigger) is
+/// screened, and it is found by the user's name even when a hint names it as well.
+#[test]
+fn named_candidates_are_screened_first_and_within_the_cap() {
+    let dir = common::root().join("testdata/zoo/badnets-s0");
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let cf = model.tokenizer().token_to_id("cf").unwrap();
+    let other = model.tokenizer().token_to_id("river").unwrap();
+    for hints in [vec![other], vec![cf, other]] {
+        let r = HuntParams {
+            probes: Some(probes(&dir)),
+            candidates: vec!["cf".into()],
+            hint_token_ids: hints.clone(),
+            max_candidates: Some(1),
+            max_len: 1,
+            gradient_proposals: 0,
+            budget: Some(Duration::from_secs(600)),
+            ..HuntParams::default()
+        }
+        .check()
+        .unwrap()
+        .run(&model, &NoProgress)
+        .unwrap();
+        assert_eq!(r.coverage.screened, 1, "hints {hints:?}: {:?}", r.coverage);
+        let best = r.triggers.first().expect("a finding");
+        assert_eq!(best.token_ids, [cf], "hints {hints:?}");
+        assert_eq!(best.found_by, Source::User, "hints {hints:?}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use trojanscan::audit::read_texts;
 use trojanscan::forensics::DiffOptions;
-use trojanscan::hunt::{HuntParams, HuntReport, HINTS};
+use trojanscan::hunt::{HuntParams, HuntReport, Source, HINTS};
 use trojanscan::model::{LoadOptions, Model};
 use trojanscan::progress::NoProgress;
 use trojanscan::scan::Scanner;
@@ -237,7 +237,8 @@ fn hunt_with_the_base_finds_a_real_combination_trigger() {
         want.sort_unstable();
         ids == want
     });
-    assert!(hit.is_some(), "the pair is not in the top 5: {top:?}");
+    let hit = hit.unwrap_or_else(|| panic!("the pair is not in the top 5: {top:?}"));
+    assert_eq!(hit.found_by, Source::Hint, "{hit:?}");
     assert!(
         matches!(r.verdict, Verdict::Trojaned | Verdict::Suspicious),
         "{}: {top:?}",

@@ -111,7 +111,7 @@ pub struct HuntParams {
     pub null_samples: usize,
     /// The user's candidate texts, tried first.
     pub candidates: Vec<String>,
-    /// Token ids to try first, most drifting first (the top [`HINTS`] drifting tokens of
+    /// Token ids to try next, most drifting first (the top [`HINTS`] drifting tokens of
     /// weight forensics). With `max_len` ≥ 2, ordered pairs of the first 20 that are inert
     /// alone (words of the probes left out) are tried too: the parts of a combination
     /// trigger drift, but do nothing alone.
@@ -549,8 +549,8 @@ const MAX_PARTS: usize = 48;
 /// are tried as two-token candidates.
 const HINT_PAIRS_FROM: usize = 20;
 
-/// The screened hints that are inert alone, the most drifting first, at most
-/// [`HINT_PAIRS_FROM`].
+/// The screened hints (of `screened`, in their order: the most drifting first) that are
+/// inert alone, at most [`HINT_PAIRS_FROM`].
 ///
 /// A combination trigger's parts are each taught by the fine-tune (their rows drift) but
 /// do nothing alone, so no single-token measure finds them; a hint that moves the model by
@@ -566,7 +566,7 @@ fn inert_hints(
     let counts = matches!(objective, Objective::Classifier | Objective::NextToken);
     screened
         .iter()
-        .filter(|f| f.seq.len() == 1 && eligible(f.seq[0]))
+        .filter(|f| f.source == Source::Hint && f.seq.len() == 1 && eligible(f.seq[0]))
         .filter(|f| !counts || f.effect.score <= crate::forensics::INERT_PART)
         .map(|f| f.seq[0])
         .take(HINT_PAIRS_FROM)
@@ -763,12 +763,12 @@ impl TriggerHunt {
         stages.push(stage("proposals", t, &ev, proposed.screened.len()));
 
         let t = (Instant::now(), ev.rows_run.get());
-        let pool = proposed.pool;
+        let (pool, named) = (proposed.pool, proposed.screened.len());
         let swept = c.sweep(proposed, &screen, &mut notes)?;
         let (screened, population) = (swept.screened.len(), swept.population.len());
         let mut found = swept.confirmed;
         let mut exhausted = swept.exhausted;
-        stages.push(stage("sweep", t, &ev, screened + population));
+        stages.push(stage("sweep", t, &ev, screened - named + population));
 
         let floor = match objective {
             Objective::Classifier | Objective::NextToken => 1.0 / ev.width() as f64,
@@ -889,8 +889,8 @@ struct Ctx<'a, 'm> {
 struct ProbeWords {
     /// Never proposed (but the user's own candidates).
     kept_out: HashSet<u32>,
-    /// Hunted like any other token; only the pairs of forensics hints draw from the
-    /// other hints first.
+    /// Hunted like any other token, but never paired as forensics hints (a task word that
+    /// drifts would fill the pairs).
     hunted: HashSet<u32>,
 }
 
@@ -991,12 +991,13 @@ impl Ctx<'_, '_> {
         bounded(self.ev, &seqs, self.clock, self.plan.null, self.progress)
     }
 
-    /// 2. Proposals, in the order the sweep takes them: the user's candidates, hints, then
-    ///    pairs of hints taking turns with the gradient rankings and embedding outliers
-    ///    (themselves taking turns), then every candidate by rarity. Words of the probes
-    ///    (see [`Ctx::probe_words`]) are proposed like any other, or, where they are kept
-    ///    out, only where the user named them. The hints are screened here, since which of
-    ///    them to pair depends on what each does alone.
+    /// 2. Proposals. The named candidates (the user's, then the hints) are screened here,
+    ///    while the sweep's share lasts (which hints to pair depends on what each does
+    ///    alone); the sweep takes the rest in this order: named candidates left unscreened,
+    ///    pairs of inert hints taking turns with the gradient rankings and embedding
+    ///    outliers (themselves taking turns), then every candidate by rarity. Words of the
+    ///    probes (see [`Ctx::probe_words`]) are proposed like any other, or, where they are
+    ///    kept out, only where the user named them.
     fn proposals(
         &self,
         texts: &[String],
@@ -1008,11 +1009,16 @@ impl Ctx<'_, '_> {
     ) -> Result<Proposed> {
         let domain = &words.kept_out;
         let (p, vocab, model) = (self.p, self.vocab, self.ev.model());
-        let mut order: Vec<(Vec<u32>, Source)> = Vec::new();
+        // Named candidates first: the user's, then the hints. They are screened here, since
+        // which hints to pair depends on what each does alone.
+        let mut seen: HashSet<Vec<u32>> = HashSet::new();
+        let mut named: Vec<(Vec<u32>, Source)> = Vec::new();
         for text in &p.candidates {
             let ids = encode_plain(model, text)?;
             if !ids.is_empty() && ids.len() <= p.max_len {
-                order.push((ids, Source::User));
+                if seen.insert(ids.clone()) {
+                    named.push((ids, Source::User));
+                }
             } else {
                 notes.push(format!(
                     "candidate `{text}` skipped: {} tokens (1 to {} allowed)",
@@ -1021,29 +1027,32 @@ impl Ctx<'_, '_> {
                 ));
             }
         }
-        let mut seen: HashSet<Vec<u32>> = order.iter().map(|(s, _)| s.clone()).collect();
-        let hints: Vec<u32> = p
-            .hint_token_ids
-            .iter()
-            .copied()
-            .filter(|&id| vocab.is_extension(id) && !domain.contains(&id))
-            .filter(|&id| seen.insert(vec![id]))
-            .collect();
-        let seqs: Vec<Vec<u32>> = hints.iter().map(|&id| vec![id]).collect();
-        let effects = if seqs.is_empty() {
-            Vec::new()
-        } else {
-            self.ev.evaluate_with(&seqs, Some(screen), None)?.0
-        };
-        let screened: Vec<Found> = seqs
-            .into_iter()
-            .zip(effects)
-            .map(|(seq, effect)| Found {
-                seq,
-                effect,
-                source: Source::Hint,
-            })
-            .collect();
+        for &id in &p.hint_token_ids {
+            if vocab.is_extension(id) && !domain.contains(&id) && seen.insert(vec![id]) {
+                named.push((vec![id], Source::Hint));
+            }
+        }
+        if let Some(cap) = p.max_candidates {
+            named.truncate(cap);
+        }
+        // Screened while the sweep's share lasts; what is left heads the sweep's order.
+        let mut screened: Vec<Found> = Vec::new();
+        let mut order: Order = Vec::new();
+        for part in named.chunks((p.batch_rows / screen.len()).max(1)) {
+            if !order.is_empty() || self.clock.past(self.plan.sweep) {
+                order.extend_from_slice(part);
+                continue;
+            }
+            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
+            let effects = self.ev.evaluate_with(&seqs, Some(screen), None)?.0;
+            for ((seq, source), effect) in part.iter().zip(effects) {
+                screened.push(Found {
+                    seq: seq.clone(),
+                    effect,
+                    source: *source,
+                });
+            }
+        }
         let inert = inert_hints(&screened, self.ev.objective, |id| {
             vocab.is_candidate(id) && !words.hunted.contains(&id)
         });
@@ -1102,10 +1111,13 @@ impl Ctx<'_, '_> {
             order.push((vec![id], Source::Sweep));
         }
         // Only the user's own candidates may use words of the task: a forensics hint that
-        // is a sentiment word moved because the fine-tune taught sentiment.
-        order.retain(|(s, src)| {
-            seen.insert(s.clone())
-                && (matches!(src, Source::User) || !s.iter().any(|t| domain.contains(t)))
+        // is a sentiment word moved because the fine-tune taught sentiment. The named ones
+        // left unscreened are already in `seen` and in front.
+        let unscreened = order.len();
+        let mut k = 0;
+        order.retain(|(s, _)| {
+            k += 1;
+            k <= unscreened || (seen.insert(s.clone()) && !s.iter().any(|t| domain.contains(t)))
         });
         // The pool is counted before the cap: a capped hunt covered less of it.
         let pool = Pool {
@@ -1117,7 +1129,7 @@ impl Ctx<'_, '_> {
                     .count(),
         };
         if let Some(cap) = p.max_candidates {
-            order.truncate(cap.saturating_sub(screened.len()));
+            order.truncate(cap - screened.len());
         }
         Ok(Proposed {
             order,
@@ -1138,6 +1150,7 @@ impl Ctx<'_, '_> {
         let (p, ev, progress, plan) = (self.p, self.ev, self.progress, self.plan);
         let order = &proposed.order;
         progress.begin("sweep", Some(order.len() as u64));
+        let total = proposed.screened.len() + order.len();
         let mut screened: Vec<Found> = proposed.screened;
         let chunk = (p.batch_rows / screen.len()).max(1);
         let mut exhausted = false;
@@ -1162,7 +1175,7 @@ impl Ctx<'_, '_> {
             notes.push(format!(
                 "the sweep screened {} of {} candidates before its share of the budget ran out",
                 screened.len(),
-                proposed.pool.candidates
+                total
             ));
         }
         // Confirm: the screen's best, and everything the user or a hint named.
