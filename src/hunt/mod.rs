@@ -555,8 +555,8 @@ const HINT_PAIRS_FROM: usize = 20;
 /// A combination trigger's parts are each taught by the fine-tune (their rows drift) but
 /// do nothing alone, so no single-token measure finds them; a hint that moves the model by
 /// itself (a task word, most often) is found alone and would fill the pairs. Inert means
-/// taking over at most [`INERT_PART`](crate::forensics::INERT_PART) of the screen rows,
-/// where the objective counts takeovers; otherwise every hint is kept. `eligible` says
+/// taking over fewer than [`PART_ALONE_BELOW`] of the screen rows, where the objective
+/// counts takeovers; otherwise every hint is kept. `eligible` says
 /// which tokens may be paired.
 fn inert_hints(
     screened: &[Found],
@@ -567,11 +567,18 @@ fn inert_hints(
     screened
         .iter()
         .filter(|f| f.source == Source::Hint && f.seq.len() == 1 && eligible(f.seq[0]))
-        .filter(|f| !counts || f.effect.score <= crate::forensics::INERT_PART)
+        .filter(|f| !counts || f.effect.score < PART_ALONE_BELOW)
         .map(|f| f.seq[0])
         .take(HINT_PAIRS_FROM)
         .collect()
 }
+
+/// A hint that takes over this share of the screen rows alone is found alone; below it, it
+/// may be a part of a combination. Half, not the weight diff's
+/// [`INERT_PART`](crate::forensics::INERT_PART) (a quarter of 16 probes on every row): the
+/// screen has 8 rows, and on the realistic `topic-combo-s0` the part `ry`, which flips 14%
+/// of all rows alone, took over more than a quarter of them and was left unpaired.
+const PART_ALONE_BELOW: f64 = 0.5;
 
 /// Ordered pairs of `tokens` in shells: every pair within the first k before any pair
 /// reaching the (k+1)-th, both orders (a trigger may fire in its taught order only).
