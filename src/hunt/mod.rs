@@ -1060,6 +1060,7 @@ impl Ctx<'_, '_> {
                 });
             }
         }
+        let unscreened = order.len();
         let inert = inert_hints(&screened, self.ev.objective, |id| {
             vocab.is_candidate(id) && !words.hunted.contains(&id)
         });
@@ -1120,7 +1121,6 @@ impl Ctx<'_, '_> {
         // Only the user's own candidates may use words of the task: a forensics hint that
         // is a sentiment word moved because the fine-tune taught sentiment. The named ones
         // left unscreened are already in `seen` and in front.
-        let unscreened = order.len();
         let mut k = 0;
         order.retain(|(s, _)| {
             k += 1;
