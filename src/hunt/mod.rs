@@ -72,7 +72,7 @@ pub use self::probes::{Insertion, BUILTIN_PROBES};
 use self::transfer::Transfer;
 use self::vocab::Vocab;
 use crate::model::{chat, Family, Model};
-use crate::progress::Progress;
+use crate::progress::{NoProgress, Progress};
 use crate::rng::Rng;
 use crate::verdict::Verdict;
 use crate::{Error, Result};
@@ -1044,22 +1044,17 @@ impl Ctx<'_, '_> {
         }
         // Screened while the sweep's share lasts; what is left heads the sweep's order.
         let mut screened: Vec<Found> = Vec::new();
-        let mut order: Order = Vec::new();
-        for part in named.chunks((p.batch_rows / screen.len()).max(1)) {
-            if !order.is_empty() || self.clock.past(self.plan.sweep) {
-                order.extend_from_slice(part);
-                continue;
-            }
-            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
-            let effects = self.ev.evaluate_with(&seqs, Some(screen), None)?.0;
-            for ((seq, source), effect) in part.iter().zip(effects) {
-                screened.push(Found {
-                    seq: seq.clone(),
-                    effect,
-                    source: *source,
-                });
-            }
-        }
+        let done = screen_while(
+            self.ev,
+            p,
+            self.clock,
+            self.plan.sweep,
+            screen,
+            &named,
+            &mut screened,
+            &NoProgress,
+        )?;
+        let mut order: Order = named.split_off(done);
         let unscreened = order.len();
         let inert = inert_hints(&screened, self.ev.objective, |id| {
             vocab.is_candidate(id) && !words.hunted.contains(&id)
@@ -1159,24 +1154,17 @@ impl Ctx<'_, '_> {
         progress.begin("sweep", Some(order.len() as u64));
         let total = proposed.screened.len() + order.len();
         let mut screened: Vec<Found> = proposed.screened;
-        let chunk = (p.batch_rows / screen.len()).max(1);
-        let mut exhausted = false;
-        for part in order.chunks(chunk) {
-            if self.clock.past(plan.sweep) {
-                exhausted = true;
-                break;
-            }
-            let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
-            let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
-            for ((seq, source), effect) in part.iter().zip(eff) {
-                screened.push(Found {
-                    seq: seq.clone(),
-                    effect,
-                    source: *source,
-                });
-            }
-            progress.advance(part.len() as u64);
-        }
+        let done = screen_while(
+            ev,
+            p,
+            self.clock,
+            plan.sweep,
+            screen,
+            order,
+            &mut screened,
+            progress,
+        )?;
+        let exhausted = done < order.len();
         progress.finish();
         if exhausted {
             notes.push(format!(
@@ -2011,6 +1999,39 @@ fn beam(
     Ok(true)
 }
 
+/// Screen `items` on the `screen` rows, a batch at a time, into `out` until the clock
+/// passes `share`; returns how many were screened (all of them unless time ran out).
+#[allow(clippy::too_many_arguments)] // the run's shared state, passed explicitly
+fn screen_while(
+    ev: &Evaluator,
+    p: &HuntParams,
+    clock: &Clock,
+    share: f64,
+    screen: &[usize],
+    items: &[(Vec<u32>, Source)],
+    out: &mut Vec<Found>,
+    progress: &dyn Progress,
+) -> Result<usize> {
+    let mut done = 0;
+    for part in items.chunks((p.batch_rows / screen.len()).max(1)) {
+        if clock.past(share) {
+            break;
+        }
+        let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
+        let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
+        for ((seq, source), effect) in part.iter().zip(eff) {
+            out.push(Found {
+                seq: seq.clone(),
+                effect,
+                source: *source,
+            });
+        }
+        done += part.len();
+        progress.advance(part.len() as u64);
+    }
+    Ok(done)
+}
+
 /// One level of a sequence search: screen `next` on the `screen` rows until the clock
 /// passes `share`, then measure the best (by the main score, and half as many by the
 /// secondary measure) on every row. Returns them, and whether time ran out.
@@ -2024,23 +2045,8 @@ fn grow(
     progress: &dyn Progress,
 ) -> Result<(Vec<Found>, bool)> {
     let mut level: Vec<Found> = Vec::new();
-    let mut out_of_time = false;
-    for part in next.chunks((p.batch_rows / screen.len()).max(1)) {
-        if clock.past(share) {
-            out_of_time = true;
-            break;
-        }
-        let seqs: Vec<Vec<u32>> = part.iter().map(|(s, _)| s.clone()).collect();
-        let eff = ev.evaluate_with(&seqs, Some(screen), None)?.0;
-        for ((seq, source), effect) in part.iter().zip(eff) {
-            level.push(Found {
-                seq: seq.clone(),
-                effect,
-                source: *source,
-            });
-        }
-        progress.advance(part.len() as u64);
-    }
+    let done = screen_while(ev, p, clock, share, screen, next, &mut level, progress)?;
+    let out_of_time = done < next.len();
     progress.finish();
     let mut best: Vec<&Found> = ranked(&level, p.beam_width);
     for f in by_detail(level.iter(), p.beam_width / 2) {
