@@ -5,7 +5,8 @@
         [--modes probes,none,base,base-none] [--max-evaluations 12000] [--out results.json] [--filter TEXT]
 
 For every model (and mode: `probes` passes the model's 32 task texts with --probe, `none`
-gives no texts, `base` and `base-none` add `--base` with the encoder the set came from) it runs `trojanscan hunt --format json` under a fixed work budget, and
+gives no texts, `base` and `base-none` add `--base` with the model it came from: the set's
+encoder, or the `base_path` its truth.json names) it runs `trojanscan hunt --format json` under a fixed work budget, and
 reports per kind and mode: model-level suspicion, verdict, and whether the trigger was in
 the top 5 findings. "In the top 5": every part of the trigger (both tokens of a
 combination) appears among the tokens of the top 5 findings; for a natural-sentence
@@ -66,7 +67,8 @@ def main():
                     help="probes: the 32 task texts; none: no texts; base: task texts and "
                          "--base; base-none: --base alone")
     ap.add_argument("--base", default="fixtures/minilm",
-                    help="the encoder the set was fine-tuned from (modes base, base-none)")
+                    help="the encoder the set was fine-tuned from (modes base, base-none), "
+                         "for models whose truth.json names no base_path")
     ap.add_argument("--max-evaluations", type=int, default=12000)
     ap.add_argument("--budget", default="20m", help="time cap; the work budget decides")
     ap.add_argument("--binary", default="target/release/trojanscan")
@@ -85,8 +87,11 @@ def main():
             continue
         truth = json.load(open(os.path.join(a.set, e["name"], "truth.json")))
         for mode in a.modes.split(","):
+            # A model names the base it came from when it is not the set's encoder.
+            base = (os.path.normpath(os.path.join(a.set, e["name"], truth["base_path"]))
+                    if truth.get("base_path") else a.base)
             r = hunt(a.binary, os.path.join(a.set, e["name"]), mode,
-                     a.max_evaluations, a.budget, a.base)
+                     a.max_evaluations, a.budget, base)
             row = {
                 "name": e["name"], "task": e["task"], "kind": e["kind"], "seed": e["seed"],
                 "split": e["split"], "mode": mode,
