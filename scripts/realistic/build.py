@@ -325,7 +325,7 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--kinds", default=",".join(KINDS))
-    ap.add_argument("--held-from", type=int, default=3,
+    ap.add_argument("--held-from", type=int, default=2,
                     help="seeds from this one on are set aside (split held-out)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

