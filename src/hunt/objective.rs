@@ -5,6 +5,7 @@
 //! that touch the vocabulary (log-softmax, KL) run as tensor ops, on the model's device.
 
 use std::cell::Cell;
+use std::ops::Range;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var, D};
@@ -98,6 +99,18 @@ impl Coverage {
     pub fn bits(&self) -> usize {
         self.thresholds.iter().map(Tensor::elem_count).sum()
     }
+}
+
+/// Activation elements (row tokens × layers × (hidden + feed-forward width)) one
+/// differentiable pass may take. The backward pass keeps about 15 floats per element
+/// (measured on SmolLM2), so a pass stays near a gigabyte whatever the model and probes.
+const GRADIENT_ELEMENTS: usize = 16 << 20;
+
+/// How a gradient's rows are split into passes: fillers per pass, and probes per pass.
+#[derive(Debug, Clone, Copy)]
+struct Passes {
+    fillers: usize,
+    probes: usize,
 }
 
 /// Scores candidates against one model and one probe set.
@@ -547,30 +560,98 @@ impl<'m> Evaluator<'m> {
         fillers: &[u32],
         label: Option<u32>,
     ) -> Result<Tensor> {
-        let ids = Tensor::from_vec(fillers.to_vec(), fillers.len(), self.model.device())?;
-        let start = self
-            .model
-            .token_embeddings()
-            .index_select(&ids, 0)?
-            .unsqueeze(1)?;
-        let x = Var::from_tensor(&start.to_dtype(self.model.dtype())?)?;
-        let j = self.slot_objective(seq, slot, label, x.as_tensor())?;
-        let grads = j.backward()?;
-        let g = grads
-            .get(x.as_tensor())
-            .ok_or_else(|| Error::InvalidArgument("no gradient reached the slot".into()))?;
-        Ok(g.sum(0)?.flatten_all()?)
+        let passes = self.passes(seq.len(), fillers.len());
+        self.filled_gradient_in(seq, slot, fillers, label, passes)
+    }
+
+    /// How to split a gradient's fillers × probes rows into passes: as many rows per pass
+    /// as keep its activations under [`GRADIENT_ELEMENTS`], at least one. A decoder keeps
+    /// every layer's intermediates for the backward pass: 64 rows of 60-token chats through
+    /// SmolLM2's 30 layers held 15 GiB in one pass. Objectives that are a mean over rows
+    /// split the probes too; the representation drag (a mean over each filler's probes,
+    /// squared) only the fillers.
+    fn passes(&self, inserted: usize, fillers: usize) -> Passes {
+        let info = self.model.info();
+        let np = self.probes.len().max(1);
+        let longest = self.probes.iter().map(|p| p.ids.len()).max().unwrap_or(0)
+            + inserted
+            + self.target.len();
+        let per_row = longest.max(1)
+            * info.num_layers.max(1)
+            * (info.hidden_size + info.intermediate_size).max(1);
+        let rows = (GRADIENT_ELEMENTS / per_row).max(1);
+        if rows >= np || self.objective == Objective::Representation {
+            Passes {
+                fillers: (rows / np).clamp(1, fillers.max(1)),
+                probes: np,
+            }
+        } else {
+            Passes {
+                fillers: 1,
+                probes: rows,
+            }
+        }
+    }
+
+    /// [`Self::filled_gradient`] in `passes`. Each (filler, probe) row, or for the
+    /// representation drag each filler's copy of the probes, adds its own term to the
+    /// objective's mean, so the passes' gradients, each weighted by its share of the rows,
+    /// add up to the one-pass gradient.
+    fn filled_gradient_in(
+        &self,
+        seq: &[u32],
+        slot: usize,
+        fillers: &[u32],
+        label: Option<u32>,
+        passes: Passes,
+    ) -> Result<Tensor> {
+        let np = self.probes.len();
+        if passes.probes < np && self.objective == Objective::Representation {
+            return Err(Error::InvalidArgument(
+                "the representation drag cannot be split across probes".into(),
+            ));
+        }
+        let ranges: Vec<Range<usize>> = (0..np)
+            .step_by(passes.probes.max(1))
+            .map(|a| a..(a + passes.probes.max(1)).min(np))
+            .collect();
+        let mut total: Option<Tensor> = None;
+        for part in fillers.chunks(passes.fillers.max(1)) {
+            let ids = Tensor::from_vec(part.to_vec(), part.len(), self.model.device())?;
+            let start = self
+                .model
+                .token_embeddings()
+                .index_select(&ids, 0)?
+                .unsqueeze(1)?;
+            let start = start.to_dtype(self.model.dtype())?;
+            for probes in &ranges {
+                let x = Var::from_tensor(&start)?;
+                let j = self.objective_on(seq, slot, label, x.as_tensor(), probes.clone())?;
+                let grads = j.backward()?;
+                let g = grads
+                    .get(x.as_tensor())
+                    .ok_or_else(|| Error::InvalidArgument("no gradient reached the slot".into()))?;
+                let share = (part.len() * probes.len()) as f64 / (fillers.len() * np) as f64;
+                let g = (g.sum(0)?.flatten_all()? * share)?;
+                total = Some(match total {
+                    Some(t) => (t + g)?,
+                    None => g,
+                });
+            }
+        }
+        total.ok_or_else(|| Error::InvalidArgument("a gradient needs a filler token".into()))
     }
 
     /// The objective the gradient differentiates, with the embeddings `x` (`[f, 1, h]`)
-    /// at position `slot` of `seq`: every probe once per row of `x`, the objective
-    /// averaged over all of them.
-    pub fn slot_objective(
+    /// at position `slot` of `seq`: the probes `on`, once per row of `x`, the objective
+    /// averaged over all of those rows.
+    fn objective_on(
         &self,
         seq: &[u32],
         slot: usize,
         label: Option<u32>,
         x: &Tensor,
+        on: Range<usize>,
     ) -> Result<Tensor> {
         if slot >= seq.len() {
             return Err(Error::InvalidArgument(format!(
@@ -579,8 +660,11 @@ impl<'m> Evaluator<'m> {
             )));
         }
         let copies = x.dim(0)?;
-        let np = self.probes.len();
-        let one: Vec<Vec<u32>> = self.probes.iter().map(|p| p.with(seq)).collect();
+        let probes = self.probes.get(on.clone()).ok_or_else(|| {
+            Error::InvalidArgument(format!("probes {on:?} of {}", self.probes.len()))
+        })?;
+        let np = probes.len();
+        let one: Vec<Vec<u32>> = probes.iter().map(|p| p.with(seq)).collect();
         let rows: Vec<Vec<u32>> = (0..copies).flat_map(|_| one.iter().cloned()).collect();
         let mut full = rows.clone();
         if self.objective == Objective::TargetText {
@@ -596,7 +680,7 @@ impl<'m> Evaluator<'m> {
         let h = embeds.dim(2)?;
         let mut m = vec![0f32; b * s];
         for c in 0..copies {
-            for (r, p) in self.probes.iter().enumerate() {
+            for (r, p) in probes.iter().enumerate() {
                 m[(c * np + r) * s + p.at + slot] = 1.0;
             }
         }
@@ -625,7 +709,7 @@ impl<'m> Evaluator<'m> {
                     Error::InvalidArgument("the model returned no hidden states".into())
                 })?;
                 let pooled = batch.pool(last, Pooling::Mean)?;
-                let clean: Vec<f32> = self.clean_pooled.concat();
+                let clean: Vec<f32> = self.clean_pooled[on.clone()].concat();
                 let r0 = tiled(&Tensor::from_vec(clean, (np, h), dev)?.to_dtype(dtype)?)?;
                 // The mean drag of each filler's rows, squared: the same objective per
                 // filler, averaged over them.
@@ -633,9 +717,12 @@ impl<'m> Evaluator<'m> {
                 (drag.sqr()?.sum_all()? / (copies as f64 * self.spread * self.spread))?
             }
             Objective::NextToken => {
+                // Away from each row's clean next token. The cross-entropy with the clean
+                // distribution, the measure's own divergence, is stationary there: its
+                // gradient at a filler is that filler's own small shift, noise to HotFlip.
                 let lp = log_softmax(logits()?, D::Minus1)?;
-                let p0 = tiled(&self.clean()?.exp()?.to_dtype(dtype)?)?;
-                ((p0 * lp)?.sum_all()? / -n)?
+                let pred = Tensor::from_vec(self.clean_pred[on.clone()].to_vec(), (np, 1), dev)?;
+                (lp.gather(&tiled(&pred)?, 1)?.sum_all()? / -n)?
             }
             Objective::TargetText => (self.target_logp(&out, &rows)?.sum_all()? / n)?,
         })
@@ -903,7 +990,7 @@ mod tests {
                     let eps = 1e-2;
                     let j = |t: f64| -> f64 {
                         let x = (&x0 + (&d * t).unwrap()).unwrap();
-                        ev.slot_objective(&seq, 1, Some(1), &x)
+                        ev.objective_on(&seq, 1, Some(1), &x, 0..ev.width())
                             .unwrap()
                             .to_dtype(DType::F64)
                             .unwrap()
@@ -958,6 +1045,54 @@ mod tests {
                     // Each filler's gradient averages its own rows; the smoothed one all rows.
                     let err = (a * fillers.len() as f32 - b).abs() / scale;
                     assert!(err < 1e-3, "{name} {obj:?}: {a} x {} vs {b}", fillers.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_gradient_taken_in_passes_equals_the_one_pass_gradient() {
+        for (name, objectives) in zoo_objectives() {
+            let model = zoo_f32(name);
+            let vocab = Vocab::new(&model);
+            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 1, None).unwrap();
+            let fillers = vocab.common(5);
+            for obj in objectives {
+                let target = if obj == Objective::TargetText {
+                    model.tokenize(" I HATE").unwrap()
+                } else {
+                    vec![]
+                };
+                let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
+                let np = ev.width();
+                let grad = |fillers_per: usize, probes: usize| -> Vec<f32> {
+                    let passes = Passes {
+                        fillers: fillers_per,
+                        probes,
+                    };
+                    ev.filled_gradient_in(&[fillers[0]], 0, &fillers, Some(1), passes)
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                };
+                let whole = grad(fillers.len(), np);
+                let scale = whole.iter().map(|v| v.abs()).fold(0f32, f32::max);
+                assert!(scale > 0.0, "{name} {obj:?}: no gradient at all");
+                // Uneven passes (fillers 2 + 2 + 1, probes 3 + 3 + 2) weigh each pass by its
+                // share of the rows.
+                let mut splits = vec![(1, np), (2, np)];
+                if obj != Objective::Representation {
+                    splits.extend([(1, 3), (2, 1)]);
+                }
+                for (f, p) in splits {
+                    for (a, b) in grad(f, p).iter().zip(&whole) {
+                        let err = (a - b).abs() / scale;
+                        assert!(err < 1e-4, "{name} {obj:?} {f}x{p}: {a} vs {b}");
+                    }
                 }
             }
         }
