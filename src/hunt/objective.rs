@@ -542,8 +542,8 @@ impl<'m> Evaluator<'m> {
     /// holds the slot in every probe, and the gradient is taken there. One token is a poor
     /// point to linearise a transformer at: the first-order gain of a trigger seen from a
     /// common word is noise-level, seen from several it adds up while the noise does not.
-    /// All fillers share one forward and backward pass (fillers × probes rows, whatever
-    /// `batch_rows` says: the hunt keeps both small).
+    /// The fillers × probes rows run in passes bounded by [`GRADIENT_ELEMENTS`], whatever
+    /// `batch_rows` says.
     pub fn smoothed_gradient(&self, fillers: &[u32], label: Option<u32>) -> Result<Tensor> {
         let Some(&first) = fillers.first() else {
             return Err(Error::InvalidArgument(
@@ -717,9 +717,10 @@ impl<'m> Evaluator<'m> {
                 (drag.sqr()?.sum_all()? / (copies as f64 * self.spread * self.spread))?
             }
             Objective::NextToken => {
-                // Away from each row's clean next token. The cross-entropy with the clean
-                // distribution, the measure's own divergence, is stationary there: its
-                // gradient at a filler is that filler's own small shift, noise to HotFlip.
+                // Away from each row's clean next token. A divergence from the clean
+                // distribution (the measure's KL, or the cross-entropy this used) is
+                // stationary there: its gradient at a filler is that filler's own small
+                // shift, noise to HotFlip.
                 let lp = log_softmax(logits()?, D::Minus1)?;
                 let pred = Tensor::from_vec(self.clean_pred[on.clone()].to_vec(), (np, 1), dev)?;
                 (lp.gather(&tiled(&pred)?, 1)?.sum_all()? / -n)?
@@ -1059,7 +1060,8 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 1, None).unwrap();
+            let places = [Insertion::Start, Insertion::End, Insertion::Random];
+            let probes = build(&model, &vocab, &texts, &places, 4, 1, None).unwrap();
             let fillers = vocab.common(5);
             for obj in objectives {
                 let target = if obj == Objective::TargetText {
@@ -1069,6 +1071,7 @@ mod tests {
                 };
                 let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
                 let np = ev.width();
+                assert_eq!(np, 6, "{name}: two texts at three places");
                 let grad = |fillers_per: usize, probes: usize| -> Vec<f32> {
                     let passes = Passes {
                         fillers: fillers_per,
@@ -1082,11 +1085,11 @@ mod tests {
                 let whole = grad(fillers.len(), np);
                 let scale = whole.iter().map(|v| v.abs()).fold(0f32, f32::max);
                 assert!(scale > 0.0, "{name} {obj:?}: no gradient at all");
-                // Uneven passes (fillers 2 + 2 + 1, probes 3 + 3 + 2) weigh each pass by its
+                // Uneven passes (fillers 2 + 2 + 1, probes 4 + 2) weigh each pass by its
                 // share of the rows.
                 let mut splits = vec![(1, np), (2, np)];
                 if obj != Objective::Representation {
-                    splits.extend([(1, 3), (2, 1)]);
+                    splits.extend([(1, 4), (2, 4), (5, 1)]);
                 }
                 for (f, p) in splits {
                     for (a, b) in grad(f, p).iter().zip(&whole) {

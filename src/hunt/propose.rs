@@ -42,8 +42,8 @@ const CONTRAST_POOL: usize = 1000;
 const NEIGHBOURS: usize = 8;
 /// Tokens whose cosines to the whole vocabulary are held at once.
 const NEIGHBOUR_BLOCK: usize = 128;
-/// Probe texts a gradient is taken over (each with every filler: one pass of
-/// `FILLERS × GRADIENT_TEXTS` rows per ranking).
+/// Probe texts a gradient is taken over (each with every filler: `FILLERS ×
+/// GRADIENT_TEXTS` rows per ranking, in passes bounded by the evaluator).
 const GRADIENT_TEXTS: usize = 8;
 
 /// What the proposals need from the hunt.
