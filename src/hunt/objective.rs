@@ -106,6 +106,16 @@ impl Coverage {
 /// (measured on SmolLM2), so a pass stays near a gigabyte whatever the model and probes.
 const GRADIENT_ELEMENTS: usize = 16 << 20;
 
+/// A differentiable pass of probe rows with a slot filled by each of several vectors.
+struct SlotRun {
+    out: ForwardOutput,
+    batch: Batch,
+    /// The rows as inserted (without a target text).
+    rows: Vec<Vec<u32>>,
+    copies: usize,
+    np: usize,
+}
+
 /// How a gradient's rows are split into passes: fillers per pass, and probes per pass.
 #[derive(Debug, Clone, Copy)]
 struct Passes {
@@ -567,9 +577,8 @@ impl<'m> Evaluator<'m> {
     /// How to split a gradient's fillers × probes rows into passes: as many rows per pass
     /// as keep its activations under [`GRADIENT_ELEMENTS`], at least one. A decoder keeps
     /// every layer's intermediates for the backward pass: 64 rows of 60-token chats through
-    /// SmolLM2's 30 layers held 15 GiB in one pass. Objectives that are a mean over rows
-    /// split the probes too; the representation drag (a mean over each filler's probes,
-    /// squared) only the fillers.
+    /// SmolLM2's 30 layers held 15 GiB in one pass. When one filler's probes are too many,
+    /// the probes are split too.
     fn passes(&self, inserted: usize, fillers: usize) -> Passes {
         let info = self.model.info();
         let np = self.probes.len().max(1);
@@ -580,7 +589,7 @@ impl<'m> Evaluator<'m> {
             * info.num_layers.max(1)
             * (info.hidden_size + info.intermediate_size).max(1);
         let rows = (GRADIENT_ELEMENTS / per_row).max(1);
-        if rows >= np || self.objective == Objective::Representation {
+        if rows >= np {
             Passes {
                 fillers: (rows / np).clamp(1, fillers.max(1)),
                 probes: np,
@@ -593,10 +602,11 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    /// [`Self::filled_gradient`] in `passes`. Each (filler, probe) row, or for the
-    /// representation drag each filler's copy of the probes, adds its own term to the
-    /// objective's mean, so the passes' gradients, each weighted by its share of the rows,
-    /// add up to the one-pass gradient.
+    /// [`Self::filled_gradient`] in `passes`. Each (filler, probe) row adds its own term to
+    /// the objective's mean, so the passes' gradients, each weighted by its share of the
+    /// rows, add up to the one-pass gradient. The representation drag (each filler's mean
+    /// over the probes, squared) is no such mean: split across probes, it is linearised
+    /// at its value, which takes one more forward pass without a backward one.
     fn filled_gradient_in(
         &self,
         seq: &[u32],
@@ -606,11 +616,6 @@ impl<'m> Evaluator<'m> {
         passes: Passes,
     ) -> Result<Tensor> {
         let np = self.probes.len();
-        if passes.probes < np && self.objective == Objective::Representation {
-            return Err(Error::InvalidArgument(
-                "the representation drag cannot be split across probes".into(),
-            ));
-        }
         let ranges: Vec<Range<usize>> = (0..np)
             .step_by(passes.probes.max(1))
             .map(|a| a..(a + passes.probes.max(1)).min(np))
@@ -624,14 +629,42 @@ impl<'m> Evaluator<'m> {
                 .index_select(&ids, 0)?
                 .unsqueeze(1)?;
             let start = start.to_dtype(self.model.dtype())?;
+            // The representation drag is a square of a mean over the probes: split, each
+            // slice is linearised at the mean over all of them, found first without a
+            // backward pass.
+            let linear = self.objective == Objective::Representation && ranges.len() > 1;
+            let mean_drag = if linear {
+                let mut sum: Option<Tensor> = None;
+                for probes in &ranges {
+                    let run = self.slot_forward(seq, slot, &start, probes.clone())?;
+                    let d = self.drag_sum(&run, probes.clone())?.detach();
+                    sum = Some(match sum {
+                        Some(t) => (t + d)?,
+                        None => d,
+                    });
+                }
+                sum.map(|t| t / np as f64).transpose()?
+            } else {
+                None
+            };
             for probes in &ranges {
                 let x = Var::from_tensor(&start)?;
-                let j = self.objective_on(seq, slot, label, x.as_tensor(), probes.clone())?;
+                let j = self.objective_on(
+                    seq,
+                    slot,
+                    label,
+                    x.as_tensor(),
+                    probes.clone(),
+                    mean_drag.as_ref(),
+                )?;
                 let grads = j.backward()?;
                 let g = grads
                     .get(x.as_tensor())
                     .ok_or_else(|| Error::InvalidArgument("no gradient reached the slot".into()))?;
-                let share = (part.len() * probes.len()) as f64 / (fillers.len() * np) as f64;
+                // Linearised slices add up to the whole objective; others each hold
+                // their share of the rows.
+                let rows = if linear { np } else { probes.len() };
+                let share = (part.len() * rows) as f64 / (fillers.len() * np) as f64;
                 let g = (g.sum(0)?.flatten_all()? * share)?;
                 total = Some(match total {
                     Some(t) => (t + g)?,
@@ -652,7 +685,61 @@ impl<'m> Evaluator<'m> {
         label: Option<u32>,
         x: &Tensor,
         on: Range<usize>,
+        mean_drag: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let run = self.slot_forward(seq, slot, x, on.clone())?;
+        let (out, copies, np) = (&run.out, run.copies, run.np);
+        let dev = self.model.device();
+        let n = (copies * np) as f64;
+        let logits = || {
+            out.logits
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument("no logits".into()))
+        };
+        let tiled = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t; copies], 0)?) };
+        Ok(match self.objective {
+            Objective::Classifier => {
+                let lp = log_softmax(logits()?, D::Minus1)?;
+                (lp.narrow(1, label.unwrap_or(0) as usize, 1)?.sum_all()? / n)?
+            }
+            Objective::Representation => {
+                let sum = self.drag_sum(&run, on)?;
+                let norm = copies as f64 * self.spread * self.spread;
+                match mean_drag {
+                    // The mean drag of each filler's rows, squared: the same objective per
+                    // filler, averaged over them.
+                    None => ((sum / np as f64)?.sqr()?.sum_all()? / norm)?,
+                    // Linearised at the mean drag `m` over all probes: summed over slices
+                    // of the probes, 2·m·drag has the gradient of drag², so the probes
+                    // split into passes like any mean over rows.
+                    Some(m) => {
+                        let all = self.probes.len() as f64;
+                        ((m * 2.0)?.mul(&sum)?.sum_all()? / (all * norm))?
+                    }
+                }
+            }
+            Objective::NextToken => {
+                // Away from each row's clean next token. A divergence from the clean
+                // distribution (the measure's KL, or the cross-entropy this used) is
+                // stationary there: its gradient at a filler is that filler's own small
+                // shift, noise to HotFlip.
+                let lp = log_softmax(logits()?, D::Minus1)?;
+                let pred = Tensor::from_vec(self.clean_pred[on].to_vec(), (np, 1), dev)?;
+                (lp.gather(&tiled(&pred)?, 1)?.sum_all()? / -n)?
+            }
+            Objective::TargetText => (self.target_logp(out, &run.rows)?.sum_all()? / n)?,
+        })
+    }
+
+    /// The differentiable forward pass of the probes `on` with `seq` inserted, position
+    /// `slot` of it holding each row of `x` (`[f, 1, h]`) in turn: filler-major rows.
+    fn slot_forward(
+        &self,
+        seq: &[u32],
+        slot: usize,
+        x: &Tensor,
+        on: Range<usize>,
+    ) -> Result<SlotRun> {
         if slot >= seq.len() {
             return Err(Error::InvalidArgument(format!(
                 "slot {slot} is outside a sequence of {}",
@@ -677,7 +764,6 @@ impl<'m> Evaluator<'m> {
         let (b, s) = batch.input_ids.dims2()?;
         let embeds = self.model.embed(&batch.input_ids)?.detach();
         let dtype = embeds.dtype();
-        let h = embeds.dim(2)?;
         let mut m = vec![0f32; b * s];
         for c in 0..copies {
             for (r, p) in probes.iter().enumerate() {
@@ -692,41 +778,28 @@ impl<'m> Evaluator<'m> {
         let out = self
             .model
             .forward_embeds(&e, &batch, Mode::Differentiable)?;
-        let n = b as f64;
-        let logits = || {
-            out.logits
-                .as_ref()
-                .ok_or_else(|| Error::InvalidArgument("no logits".into()))
-        };
-        let tiled = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t; copies], 0)?) };
-        Ok(match self.objective {
-            Objective::Classifier => {
-                let lp = log_softmax(logits()?, D::Minus1)?;
-                (lp.narrow(1, label.unwrap_or(0) as usize, 1)?.sum_all()? / n)?
-            }
-            Objective::Representation => {
-                let last = out.hidden_states.last().ok_or_else(|| {
-                    Error::InvalidArgument("the model returned no hidden states".into())
-                })?;
-                let pooled = batch.pool(last, Pooling::Mean)?;
-                let clean: Vec<f32> = self.clean_pooled[on.clone()].concat();
-                let r0 = tiled(&Tensor::from_vec(clean, (np, h), dev)?.to_dtype(dtype)?)?;
-                // The mean drag of each filler's rows, squared: the same objective per
-                // filler, averaged over them.
-                let drag = (pooled - r0)?.reshape((copies, np, h))?.mean(1)?;
-                (drag.sqr()?.sum_all()? / (copies as f64 * self.spread * self.spread))?
-            }
-            Objective::NextToken => {
-                // Away from each row's clean next token. A divergence from the clean
-                // distribution (the measure's KL, or the cross-entropy this used) is
-                // stationary there: its gradient at a filler is that filler's own small
-                // shift, noise to HotFlip.
-                let lp = log_softmax(logits()?, D::Minus1)?;
-                let pred = Tensor::from_vec(self.clean_pred[on.clone()].to_vec(), (np, 1), dev)?;
-                (lp.gather(&tiled(&pred)?, 1)?.sum_all()? / -n)?
-            }
-            Objective::TargetText => (self.target_logp(&out, &rows)?.sum_all()? / n)?,
+        Ok(SlotRun {
+            out,
+            batch,
+            rows,
+            copies,
+            np,
         })
+    }
+
+    /// Each filler's drag summed over the probes `on` of `run`: `[f, h]`.
+    fn drag_sum(&self, run: &SlotRun, on: Range<usize>) -> Result<Tensor> {
+        let last =
+            run.out.hidden_states.last().ok_or_else(|| {
+                Error::InvalidArgument("the model returned no hidden states".into())
+            })?;
+        let pooled = run.batch.pool(last, Pooling::Mean)?;
+        let (dtype, dev) = (pooled.dtype(), pooled.device());
+        let h = pooled.dim(1)?;
+        let clean: Vec<f32> = self.clean_pooled[on].concat();
+        let r0 = Tensor::from_vec(clean, (run.np, h), dev)?.to_dtype(dtype)?;
+        let r0 = Tensor::cat(&vec![&r0; run.copies], 0)?;
+        Ok((pooled - r0)?.reshape((run.copies, run.np, h))?.sum(1)?)
     }
 
     /// Greedy continuations of the probe rows `idx` with each of `seqs` inserted (decoders):
@@ -991,7 +1064,7 @@ mod tests {
                     let eps = 1e-2;
                     let j = |t: f64| -> f64 {
                         let x = (&x0 + (&d * t).unwrap()).unwrap();
-                        ev.objective_on(&seq, 1, Some(1), &x, 0..ev.width())
+                        ev.objective_on(&seq, 1, Some(1), &x, 0..ev.width(), None)
                             .unwrap()
                             .to_dtype(DType::F64)
                             .unwrap()
@@ -1087,11 +1160,7 @@ mod tests {
                 assert!(scale > 0.0, "{name} {obj:?}: no gradient at all");
                 // Uneven passes (fillers 2 + 2 + 1, probes 4 + 2) weigh each pass by its
                 // share of the rows.
-                let mut splits = vec![(1, np), (2, np)];
-                if obj != Objective::Representation {
-                    splits.extend([(1, 4), (2, 4), (5, 1)]);
-                }
-                for (f, p) in splits {
+                for (f, p) in [(1, np), (2, np), (1, 4), (2, 4), (5, 1)] {
                     for (a, b) in grad(f, p).iter().zip(&whole) {
                         let err = (a - b).abs() / scale;
                         assert!(err < 1e-4, "{name} {obj:?} {f}x{p}: {a} vs {b}");
