@@ -606,7 +606,8 @@ impl<'m> Evaluator<'m> {
     /// the objective's mean, so the passes' gradients, each weighted by its share of the
     /// rows, add up to the one-pass gradient. The representation drag (each filler's mean
     /// over the probes, squared) is no such mean: split across probes, it is linearised
-    /// at its value, which takes one more forward pass without a backward one.
+    /// at its value, which takes one more forward of each slice, without a backward one
+    /// (in the differentiable mode, so the value is the one differentiated).
     fn filled_gradient_in(
         &self,
         seq: &[u32],
@@ -677,7 +678,9 @@ impl<'m> Evaluator<'m> {
 
     /// The objective the gradient differentiates, with the embeddings `x` (`[f, 1, h]`)
     /// at position `slot` of `seq`: the probes `on`, once per row of `x`, the objective
-    /// averaged over all of those rows.
+    /// averaged over all of those rows. With `mean_drag` (the representation drag's mean
+    /// over all probes, per filler) it is the drag linearised there, whose gradient, not
+    /// value, adds up to the drag's over slices of the probes.
     fn objective_on(
         &self,
         seq: &[u32],
