@@ -639,10 +639,7 @@ impl<'m> Evaluator<'m> {
                 for probes in &ranges {
                     let run = self.slot_forward(seq, slot, &start, probes.clone())?;
                     let d = self.drag_sum(&run, probes.clone())?.detach();
-                    sum = Some(match sum {
-                        Some(t) => (t + d)?,
-                        None => d,
-                    });
+                    sum = Some(add(sum, d)?);
                 }
                 sum.map(|t| t / np as f64).transpose()?
             } else {
@@ -667,10 +664,7 @@ impl<'m> Evaluator<'m> {
                 let rows = if linear { np } else { probes.len() };
                 let share = (part.len() * rows) as f64 / (fillers.len() * np) as f64;
                 let g = (g.sum(0)?.flatten_all()? * share)?;
-                total = Some(match total {
-                    Some(t) => (t + g)?,
-                    None => g,
-                });
+                total = Some(add(total, g)?);
             }
         }
         total.ok_or_else(|| Error::InvalidArgument("a gradient needs a filler token".into()))
@@ -845,6 +839,14 @@ impl<'m> Evaluator<'m> {
         let per = idx.len().max(1);
         Ok(conts.chunks(per).map(<[Vec<u32>]>::to_vec).collect())
     }
+}
+
+/// `total + t`, or `t` when nothing is summed yet.
+fn add(total: Option<Tensor>, t: Tensor) -> Result<Tensor> {
+    Ok(match total {
+        Some(s) => (s + t)?,
+        None => t,
+    })
 }
 
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
@@ -1036,19 +1038,12 @@ mod tests {
         for (name, objectives) in zoo_objectives() {
             let model = zoo_f32(name);
             let vocab = Vocab::new(&model);
-            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let texts = two_texts();
             let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 3, None).unwrap();
             let cand = vocab.by_rarity();
             let seq = vec![cand[10], cand[20]];
             for obj in objectives {
-                let target = if obj == Objective::TargetText {
-                    model.tokenize(" I HATE").unwrap()
-                } else {
-                    vec![]
-                };
+                let target = target_of(&model, obj);
                 let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
                 let e = model.token_embeddings();
                 let h = e.dim(1).unwrap();
@@ -1090,18 +1085,11 @@ mod tests {
         for (name, objectives) in zoo_objectives() {
             let model = zoo_f32(name);
             let vocab = Vocab::new(&model);
-            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let texts = two_texts();
             let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 1, None).unwrap();
             let fillers = vocab.common(3);
             for obj in objectives {
-                let target = if obj == Objective::TargetText {
-                    model.tokenize(" I HATE").unwrap()
-                } else {
-                    vec![]
-                };
+                let target = target_of(&model, obj);
                 let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
                 let smooth: Vec<f32> = ev
                     .smoothed_gradient(&fillers, Some(1))
@@ -1127,24 +1115,30 @@ mod tests {
         }
     }
 
+    fn two_texts() -> Vec<String> {
+        vec!["the food was great".into(), "a dull and tired show".into()]
+    }
+
+    /// A target text for [`Objective::TargetText`], none for the others.
+    fn target_of(model: &Model, obj: Objective) -> Vec<u32> {
+        if obj == Objective::TargetText {
+            model.tokenize(" I HATE").unwrap()
+        } else {
+            vec![]
+        }
+    }
+
     #[test]
     fn a_gradient_taken_in_passes_equals_the_one_pass_gradient() {
         for (name, objectives) in zoo_objectives() {
             let model = zoo_f32(name);
             let vocab = Vocab::new(&model);
-            let texts: Vec<String> = ["the food was great", "a dull and tired show"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let texts = two_texts();
             let places = [Insertion::Start, Insertion::End, Insertion::Random];
             let probes = build(&model, &vocab, &texts, &places, 4, 1, None).unwrap();
             let fillers = vocab.common(5);
             for obj in objectives {
-                let target = if obj == Objective::TargetText {
-                    model.tokenize(" I HATE").unwrap()
-                } else {
-                    vec![]
-                };
+                let target = target_of(&model, obj);
                 let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
                 let np = ev.width();
                 assert_eq!(np, 6, "{name}: two texts at three places");
