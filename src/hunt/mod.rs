@@ -52,6 +52,7 @@
 pub mod calibrate;
 mod corpus;
 mod fuzz;
+mod groups;
 pub(crate) mod natural;
 pub(crate) mod objective;
 pub(crate) mod probes;
@@ -125,6 +126,16 @@ pub struct HuntParams {
     /// The sweep screens every candidate on this many probe rows (spread over the probes),
     /// then measures the best [`HuntParams::confirm`] on all of them.
     pub screen_rows: usize,
+    /// Single-token proposals and sweep candidates screened together in one row, as one
+    /// inserted sequence; the groups that move the model most are split in halves down to
+    /// one token (see [`HuntParams::group_rows`]). `None` picks 8 for decoders, whose
+    /// probe rows are long chats, and 1 (each candidate alone) for other models, where
+    /// grouping has not been measured.
+    pub group_size: Option<usize>,
+    /// Probe rows each group, and each half while splitting one, is screened on; `None`
+    /// takes one per insertion point (at least 2): a trigger planted at one place may act
+    /// only there.
+    pub group_rows: Option<usize>,
     /// Candidates re-measured on every probe row after screening.
     pub confirm: usize,
     /// Random sweep candidates measured on every row as the population reference.
@@ -171,6 +182,8 @@ impl Default for HuntParams {
             objective: None,
             batch_rows: 256,
             screen_rows: 8,
+            group_size: None,
+            group_rows: None,
             confirm: 256,
             population_samples: 96,
             top: 10,
@@ -206,6 +219,9 @@ impl HuntParams {
             return bad(
                 "beam width, batch rows, screen rows and findings reported must be at least 1",
             );
+        }
+        if self.group_size.is_some_and(|g| !(1..=64).contains(&g)) || self.group_rows == Some(0) {
+            return bad("group size must be 1 to 64 candidates, and group rows at least 1");
         }
         if self.null_samples < 8 {
             return bad("the null needs at least 8 samples to calibrate against");
@@ -380,7 +396,7 @@ pub struct HuntReport {
 pub struct Coverage {
     /// Candidates the hunt could have screened (proposals and every vocabulary candidate).
     pub pool: usize,
-    /// Of them, screened.
+    /// Of them, screened (alone, or inside a group: see [`HuntParams::group_size`]).
     pub screened: usize,
     /// Proposals among the pool.
     pub proposed: usize,
@@ -607,6 +623,8 @@ fn pairs_in_shells(tokens: &[u32]) -> Vec<Vec<u32>> {
 struct BudgetPlan {
     null: f64,
     proposals: f64,
+    /// Group screening ends here, and bisecting the groups runs to `sweep`.
+    groups: f64,
     sweep: f64,
     confirm: f64,
     population: f64,
@@ -621,9 +639,11 @@ impl BudgetPlan {
             (false, false) => (0.65, 0.85),
         };
         let null = 0.12;
+        let proposals = null + (sweep - null) / 2.0;
         Self {
             null,
-            proposals: null + (sweep - null) / 2.0,
+            proposals,
+            groups: proposals + (sweep - proposals) / 2.0,
             sweep,
             confirm: sweep + 0.1,
             population: sweep + 0.17,
@@ -772,7 +792,10 @@ impl TriggerHunt {
         let t = (Instant::now(), ev.rows_run.get());
         let (pool, named) = (proposed.pool, proposed.screened.len());
         let swept = c.sweep(proposed, &screen, &mut notes)?;
-        let (screened, population) = (swept.screened.len(), swept.population.len());
+        let (screened, population) = (
+            swept.screened.len() + swept.in_groups,
+            swept.population.len(),
+        );
         let mut found = swept.confirmed;
         let mut exhausted = swept.exhausted;
         stages.push(stage("sweep", t, &ev, screened - named + population));
@@ -913,6 +936,8 @@ struct Proposed {
 /// row, the population reference, and whether the sweep ran out of budget.
 struct Swept {
     screened: Vec<Found>,
+    /// Candidates screened only inside a group (see [`groups`]).
+    in_groups: usize,
     confirmed: Vec<Found>,
     population: Vec<Effect>,
     exhausted: bool,
@@ -1140,8 +1165,8 @@ impl Ctx<'_, '_> {
         })
     }
 
-    /// 3. Sweep: screen every proposal on the `screen` rows until the sweep's share is
-    ///    spent, confirm the best (and everything the user or a hint named) on all rows,
+    /// 3. Sweep: screen every proposal on the `screen` rows (single tokens in groups,
+    ///    see [`groups`]) until the sweep's share is spent, confirm the best (and everything the user or a hint named) on all rows,
     ///    and measure a uniform sample of the candidate pool as the population reference.
     fn sweep(
         &self,
@@ -1154,23 +1179,58 @@ impl Ctx<'_, '_> {
         progress.begin("sweep", Some(order.len() as u64));
         let total = proposed.screened.len() + order.len();
         let mut screened: Vec<Found> = proposed.screened;
-        let done = screen_while(
+        // A group must fit every probe row, as a candidate of `max_len` tokens does.
+        let size = p
+            .group_size
+            .unwrap_or(match ev.objective {
+                Objective::NextToken | Objective::TargetText => 8,
+                _ => 1,
+            })
+            .min(ev.room())
+            .max(1);
+        let stride = p.insertions.len();
+        let rows = p.group_rows.unwrap_or(stride.max(2));
+        let coarse = screen_rows(ev.clean_predictions(), ev.width(), stride, rows);
+        let grouped = groups::screen(
             ev,
             p,
             self.clock,
-            plan.sweep,
-            screen,
+            &groups::Plan {
+                screen,
+                coarse: &coarse,
+                size,
+                groups_until: if size > 1 { plan.groups } else { plan.sweep },
+                bisect_until: plan.sweep,
+            },
             order,
             &mut screened,
             progress,
         )?;
-        let exhausted = done < order.len();
+        let exhausted = grouped.units < grouped.of || grouped.unsplit_movers > 0;
         progress.finish();
+        let in_groups = grouped.only_in_groups;
         if exhausted {
             notes.push(format!(
                 "the sweep screened {} of {} candidates before its share of the budget ran out",
-                screened.len(),
+                screened.len() + in_groups,
                 total
+            ));
+        }
+        if grouped.groups > 0 {
+            notes.push(format!(
+                "{} candidates were screened in {} groups of up to {size} on {} rows each; \
+                 the {} groups that moved the model most were split down to one token",
+                in_groups + grouped.bisected,
+                grouped.groups,
+                coarse.len(),
+                grouped.bisected
+            ));
+        }
+        if grouped.unsplit_movers > 0 {
+            notes.push(format!(
+                "{} groups that took over probe rows were left unsplit when the sweep's share \
+                 of the budget ran out",
+                grouped.unsplit_movers
             ));
         }
         // Confirm: the screen's best, and everything the user or a hint named.
@@ -1214,6 +1274,7 @@ impl Ctx<'_, '_> {
         let population = bounded(ev, &sample, self.clock, plan.population, progress)?;
         Ok(Swept {
             screened,
+            in_groups,
             confirmed,
             population,
             exhausted,
@@ -2079,6 +2140,7 @@ mod tests {
             let order = [
                 b.null,
                 b.proposals,
+                b.groups,
                 b.sweep,
                 b.confirm,
                 b.population,

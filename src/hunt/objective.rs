@@ -242,6 +242,20 @@ impl<'m> Evaluator<'m> {
         self.probes.len()
     }
 
+    /// Tokens an inserted sequence may take on every probe row within the model's context
+    /// (a target text's tokens counted in).
+    pub fn room(&self) -> usize {
+        let longest = self
+            .probes
+            .iter()
+            .map(|p| p.with(&[]).len())
+            .max()
+            .unwrap_or(0);
+        self.model
+            .max_tokens()
+            .saturating_sub(longest + self.target.len())
+    }
+
     /// Candidates evaluated per forward pass on every probe row.
     pub fn candidates_per_batch(&self) -> usize {
         (self.batch_rows / self.width()).max(1)

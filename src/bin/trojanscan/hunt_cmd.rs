@@ -52,6 +52,10 @@ pub struct HuntArgs {
     /// Candidate × probe rows per forward pass.
     #[arg(long, default_value_t = 256)]
     batch_rows: usize,
+    /// Single-token candidates screened together in one probe row, groups that move the
+    /// model split down to one token (default: 8 for decoders, 1 otherwise).
+    #[arg(long, value_name = "N")]
+    group_size: Option<usize>,
     /// Decoders: hunt for inputs that make the model say this text.
     #[arg(long)]
     target: Option<String>,
@@ -141,6 +145,7 @@ pub fn run(args: HuntArgs, device: DeviceChoice) -> Result<()> {
             args.insert.clone()
         },
         batch_rows: args.batch_rows,
+        group_size: args.group_size,
         target_text: args.target.clone(),
         candidates: args.candidates.clone(),
         hint_token_ids: hints,
