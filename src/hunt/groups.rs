@@ -193,15 +193,15 @@ mod tests {
     use super::*;
     use crate::hunt::objective::Objective;
     use crate::hunt::probes::{build, Insertion, Probe};
-    use crate::hunt::screen_rows;
     use crate::hunt::vocab::Vocab;
+    use crate::hunt::{screen_rows, Order};
     use crate::model::{LoadOptions, Model, Precision};
     use crate::progress::NoProgress;
     use std::time::{Duration, Instant};
 
     /// The zoo's `badnets-s0` (a single-token trigger toward one label), probed with texts
     /// of the other label, and 64 rare tokens with the trigger 30th.
-    fn planted() -> (Model, Vec<Probe>, u32, Vec<(Vec<u32>, Source)>) {
+    fn planted() -> (Model, Vec<Probe>, u32, Order) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/badnets-s0");
         let model = Model::load(&dir, &LoadOptions::with_precision(Precision::F32)).unwrap();
         let truth: serde_json::Value =
@@ -218,7 +218,7 @@ mod tests {
             .collect();
         let vocab = Vocab::new(&model);
         let probes = build(&model, &vocab, &texts, &[Insertion::Random], 4, 0, None).unwrap();
-        let mut items: Vec<(Vec<u32>, Source)> = vocab
+        let mut items: Order = vocab
             .by_rarity()
             .into_iter()
             .filter(|&t| t != trigger)
