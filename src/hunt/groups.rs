@@ -10,7 +10,7 @@
 //! token, which is then screened alone like any other candidate. A token screened only
 //! inside a group that was never bisected counts as screened with nothing found.
 
-use super::objective::{Effect, Evaluator};
+use super::objective::{Effect, Evaluator, Objective};
 use super::{Clock, Found, HuntParams, Source};
 use crate::progress::Progress;
 use crate::Result;
@@ -62,8 +62,9 @@ pub(super) struct Screened {
     /// Groups screened, and of them bisected down to one token.
     pub groups: usize,
     pub bisected: usize,
-    /// Groups that took over some probe row (effect above zero) but were not bisected
-    /// before the budget ran out: what the sweep left unexamined.
+    /// Groups that took over some probe row (for objectives without rows taken over:
+    /// any group) but were not bisected before the budget ran out: what the sweep left
+    /// unexamined.
     pub unsplit_movers: usize,
 }
 
@@ -132,11 +133,20 @@ pub(super) fn screen(
         progress.advance((alone.len() + members) as u64);
     }
     // Bisection, best groups first, a few at a time so that every level of halves runs
-    // as one batch and the clock is checked about once a batch of rows. A group that took
-    // over no row holds no trigger that acts alone: it is not split.
-    groups
-        .sort_by(|a, b| (b.1.score.total_cmp(&a.1.score)).then(b.1.detail.total_cmp(&a.1.detail)));
-    let movers = groups.iter().take_while(|(_, e)| e.score > 0.0).count();
+    // as one batch and the clock is checked about once a batch of rows. Where rows are
+    // taken over (a label, a next token), a group that took over none holds no trigger
+    // that acts alone and is not split; other objectives have no such test, and every
+    // group is a candidate for splitting.
+    groups.sort_by(|a, b| {
+        b.1.score
+            .total_cmp(&a.1.score)
+            .then(b.1.detail.total_cmp(&a.1.detail))
+    });
+    let counts_rows = matches!(ev.objective, Objective::Classifier | Objective::NextToken);
+    let movers = groups
+        .iter()
+        .take_while(|(_, e)| !counts_rows || e.hits > 0)
+        .count();
     let levels = plan.size.next_power_of_two().trailing_zeros() as usize;
     let cost = 2 * levels * plan.coarse.len() + plan.screen.len();
     let per_round = (p.batch_rows / cost.max(1)).max(1);
@@ -191,7 +201,6 @@ fn joined(items: &[(Vec<u32>, Source)], members: &[usize]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hunt::objective::Objective;
     use crate::hunt::probes::{build, Insertion, Probe};
     use crate::hunt::vocab::Vocab;
     use crate::hunt::{screen_rows, Order};

@@ -128,9 +128,10 @@ pub struct HuntParams {
     pub screen_rows: usize,
     /// Single-token proposals and sweep candidates screened together in one row, as one
     /// inserted sequence; the groups that move the model most are split in halves down to
-    /// one token (see [`HuntParams::group_rows`]). `None` picks 8 for decoders, whose
-    /// probe rows are long chats, and 1 (each candidate alone) for other models, where
-    /// grouping has not been measured.
+    /// one token (see [`HuntParams::group_rows`]). `None` picks 8 for the next-token
+    /// objective (decoders without a target text), whose probe rows are long, and 1 (each
+    /// candidate alone) for the others, where grouping has not been measured. Capped so
+    /// that a group fits every probe row.
     pub group_size: Option<usize>,
     /// Probe rows each group, and each half while splitting one, is screened on; `None`
     /// takes one per insertion point (at least 2): a trigger planted at one place may act
@@ -1183,7 +1184,7 @@ impl Ctx<'_, '_> {
         let size = p
             .group_size
             .unwrap_or(match ev.objective {
-                Objective::NextToken | Objective::TargetText => 8,
+                Objective::NextToken => 8,
                 _ => 1,
             })
             .min(ev.room())
@@ -1209,7 +1210,7 @@ impl Ctx<'_, '_> {
         let exhausted = grouped.units < grouped.of || grouped.unsplit_movers > 0;
         progress.finish();
         let in_groups = grouped.only_in_groups;
-        if exhausted {
+        if grouped.units < grouped.of {
             notes.push(format!(
                 "the sweep screened {} of {} candidates before its share of the budget ran out",
                 screened.len() + in_groups,
