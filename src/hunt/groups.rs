@@ -107,10 +107,10 @@ pub(super) fn screen(
     while done < units.len() && !clock.past(plan.groups_until) {
         let (mut alone, mut grouped, mut rows) = (Vec::new(), Vec::new(), 0);
         // Whole units up to a batch (at least one).
-        while done < units.len() {
-            let (cost, unit) = match &units[done] {
-                Unit::Alone(_) => (plan.screen.len(), &units[done]),
-                Unit::Group(_) => (plan.coarse.len(), &units[done]),
+        while let Some(unit) = units.get(done) {
+            let cost = match unit {
+                Unit::Alone(_) => plan.screen.len(),
+                Unit::Group(_) => plan.coarse.len(),
             };
             if rows > 0 && rows + cost > p.batch_rows {
                 break;
@@ -137,11 +137,7 @@ pub(super) fn screen(
     // taken over (a label, a next token), a group that took over none holds no trigger
     // that acts alone and is not split; other objectives have no such test, and every
     // group is a candidate for splitting.
-    groups.sort_by(|a, b| {
-        b.1.score
-            .total_cmp(&a.1.score)
-            .then(b.1.detail.total_cmp(&a.1.detail))
-    });
+    groups.sort_by(|a, b| b.1.cmp(&a.1));
     let counts_rows = matches!(ev.objective, Objective::Classifier | Objective::NextToken);
     let movers = groups
         .iter()

@@ -82,10 +82,14 @@ impl Effect {
     }
 
     pub fn better_than(&self, o: &Effect) -> bool {
+        self.cmp(o).is_gt()
+    }
+
+    /// Total order by [`Effect::key`], NaN-safe.
+    pub fn cmp(&self, o: &Effect) -> std::cmp::Ordering {
         self.score
             .total_cmp(&o.score)
             .then(self.detail.total_cmp(&o.detail))
-            .is_gt()
     }
 }
 
