@@ -140,6 +140,17 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// Data with no variance where a direction of variance is needed (PCA of rows that
+    /// are all the same): a property of the data, not a wrong argument, so callers can
+    /// tell the two apart (the audit reads it as "activations do not vary").
+    #[error("the [{rows}, {cols}] data has no variance: every row is the same")]
+    NoVariance {
+        /// Rows of the data.
+        rows: usize,
+        /// Columns of the data.
+        cols: usize,
+    },
+
     /// CUDA was requested but this build has no CUDA support, or the device failed.
     #[error("device: {0}")]
     Device(String),

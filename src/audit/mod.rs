@@ -1082,7 +1082,7 @@ impl Audit {
         {
             Ok(f) => f,
             // Constant activations (no axis to find); anything else is a real failure.
-            Err(Error::InvalidArgument(_)) => {
+            Err(Error::NoVariance { .. }) => {
                 summary.evidence = "activations do not vary within the class".into();
                 return Ok((summary, None));
             }

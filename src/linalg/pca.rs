@@ -264,9 +264,7 @@ fn centred_product(
 const TRANSFORM_BLOCK: usize = 8192;
 
 fn zero_data(n: usize, d: usize) -> Error {
-    Error::InvalidArgument(format!(
-        "the [{n}, {d}] data has no variance: every row is the same"
-    ))
+    Error::NoVariance { rows: n, cols: d }
 }
 
 /// Deterministic signs: each axis's largest-magnitude coordinate is made positive.
