@@ -2,7 +2,8 @@
 """Run the trigger hunt on the realistic evaluation set and score it against truth.json.
 
     python3 scripts/realistic/evaluate.py --set realistic [--split dev|held-out|all]
-        [--modes probes,none,base,base-none] [--max-evaluations 12000] [--out results.json] [--filter TEXT]
+        [--modes probes,none,base,base-none] [--max-evaluations 12000] [--out results.json] [--filter TEXT] [--exclude TEXT]
+        [--hunt-args "--group-size 8"]
 
 For every model (and mode: `probes` passes the model's 32 task texts with --probe, `none`
 gives no texts, `base` and `base-none` add `--base` with the model it came from: the set's
@@ -24,9 +25,9 @@ import sys
 import time
 
 
-def hunt(binary, model, mode, max_eval, budget, base):
+def hunt(binary, model, mode, max_eval, budget, base, extra):
     cmd = [binary, "hunt", model, "--quiet", "--format", "json",
-           "--max-evaluations", str(max_eval), "--budget", budget]
+           "--max-evaluations", str(max_eval), "--budget", budget] + extra
     if mode in ("probes", "base"):
         cmd += ["--probe", os.path.join(model, "probes.jsonl")]
     if mode in ("base", "base-none"):
@@ -73,7 +74,11 @@ def main():
     ap.add_argument("--budget", default="20m", help="time cap; the work budget decides")
     ap.add_argument("--binary", default="target/release/trojanscan")
     ap.add_argument("--filter", default="")
+    ap.add_argument("--exclude", default="",
+                    help="skip models whose name contains any of these (comma-separated)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--hunt-args", default="",
+                    help="more arguments for every hunt, split on spaces (e.g. --group-size 8)")
     a = ap.parse_args()
     for m in a.modes.split(","):
         if m not in ("probes", "none", "base", "base-none"):
@@ -85,13 +90,15 @@ def main():
             continue
         if a.filter and a.filter not in e["name"]:
             continue
+        if any(x and x in e["name"] for x in a.exclude.split(",")):
+            continue
         truth = json.load(open(os.path.join(a.set, e["name"], "truth.json")))
         for mode in a.modes.split(","):
             # A model names the base it came from when it is not the set's encoder.
             base = (os.path.normpath(os.path.join(a.set, e["name"], truth["base_path"]))
                     if truth.get("base_path") else a.base)
             r = hunt(a.binary, os.path.join(a.set, e["name"]), mode,
-                     a.max_evaluations, a.budget, base)
+                     a.max_evaluations, a.budget, base, a.hunt_args.split())
             row = {
                 "name": e["name"], "task": e["task"], "kind": e["kind"], "seed": e["seed"],
                 "split": e["split"], "mode": mode,
