@@ -11,9 +11,11 @@
 //! inside a group that was never bisected counts as screened with nothing found.
 
 use super::objective::{Effect, Evaluator, Objective};
+use super::propose::take_turns;
 use super::{Clock, Found, HuntParams, Source};
 use crate::progress::Progress;
 use crate::Result;
+use std::collections::{HashMap, HashSet};
 
 /// Whether the sweep may screen a candidate inside a group: single tokens the hunt
 /// proposed or swept. The user's candidates and forensics hints are measured alone, as
@@ -57,10 +59,14 @@ pub(super) struct Screened {
     pub units: usize,
     /// ... of this many.
     pub of: usize,
-    /// Candidates screened inside a group and never alone.
+    /// Candidates screened inside a group and never alone...
     pub only_in_groups: usize,
-    /// Groups screened, and of them bisected down to one token.
+    /// ... and those a split led to and screened alone.
+    pub split_to: usize,
+    /// Groups screened...
     pub groups: usize,
+    /// ... and splits down to one token (a classifier's group may be split once per label
+    /// it moved to).
     pub bisected: usize,
     /// Groups that took over some probe row (for objectives without rows taken over:
     /// any group) but were not bisected before the budget ran out: what the sweep left
@@ -100,8 +106,11 @@ pub(super) fn screen(
         effect,
         source: items[i].1,
     };
-    // Screening: about a batch of rows at a time, the clock checked between.
+    // Screening: about a batch of rows at a time, the clock checked between. A
+    // classifier's group is measured toward every label (see
+    // [`Evaluator::evaluate_each_target`]), once per label in `groups`.
     let mut groups: Vec<(Vec<usize>, Effect)> = Vec::new();
+    let mut screened_groups = 0;
     let mut in_groups = 0;
     let mut done = 0;
     while done < units.len() && !clock.past(plan.groups_until) {
@@ -126,10 +135,13 @@ pub(super) fn screen(
         let eff = ev.evaluate_with(&seqs, Some(plan.screen), None)?.0;
         out.extend(alone.iter().zip(eff).map(|(&i, e)| found(i, e)));
         let seqs: Vec<Vec<u32>> = grouped.iter().map(|g| joined(items, g)).collect();
-        let eff = ev.evaluate_with(&seqs, Some(plan.coarse), None)?.0;
+        let eff = ev.evaluate_each_target(&seqs, plan.coarse)?;
         let members = grouped.iter().map(Vec::len).sum::<usize>();
         in_groups += members;
-        groups.extend(grouped.into_iter().zip(eff));
+        screened_groups += grouped.len();
+        for (g, each) in grouped.into_iter().zip(eff) {
+            groups.extend(each.into_iter().map(|e| (g.clone(), e)));
+        }
         progress.advance((alone.len() + members) as u64);
     }
     // Bisection, best groups first, a few at a time so that every level of halves runs
@@ -143,15 +155,30 @@ pub(super) fn screen(
         .iter()
         .take_while(|(_, e)| !counts_rows || e.hits > 0)
         .count();
+    // A classifier's labels take turns (see [`target_turns`]); a decoder's groups go
+    // best first.
+    let labels = ev.objective == Objective::Classifier;
+    let order: Vec<usize> = if labels {
+        target_turns(&groups[..movers])
+    } else {
+        (0..movers).collect()
+    };
     let levels = plan.size.next_power_of_two().trailing_zeros() as usize;
     let cost = 2 * levels * plan.coarse.len() + plan.screen.len();
     let per_round = (p.batch_rows / cost.max(1)).max(1);
     let mut bisected = 0;
-    for round in groups[..movers].chunks(per_round) {
+    let mut alone: HashSet<usize> = HashSet::new();
+    for round in order.chunks(per_round) {
         if clock.past(plan.bisect_until) {
             break;
         }
-        let mut left: Vec<Vec<usize>> = round.iter().map(|(g, _)| g.clone()).collect();
+        let mut left: Vec<Vec<usize>> = round.iter().map(|&k| groups[k].0.clone()).collect();
+        // A classifier's group is split toward the label it moved to; halves of different
+        // groups are measured one label at a time.
+        let toward: Vec<Option<u32>> = round
+            .iter()
+            .map(|&k| if labels { groups[k].1.target } else { None })
+            .collect();
         while left.iter().any(|g| g.len() > 1) {
             let halves: Vec<Vec<usize>> = left
                 .iter()
@@ -161,8 +188,13 @@ pub(super) fn screen(
                     [a.to_vec(), b.to_vec()]
                 })
                 .collect();
-            let seqs: Vec<Vec<u32>> = halves.iter().map(|h| joined(items, h)).collect();
-            let eff = ev.evaluate_with(&seqs, Some(plan.coarse), None)?.0;
+            let targets: Vec<Option<u32>> = left
+                .iter()
+                .zip(&toward)
+                .filter(|(g, _)| g.len() > 1)
+                .flat_map(|(_, &t)| [t, t])
+                .collect();
+            let eff = toward_each(ev, plan.coarse, items, &halves, &targets)?;
             let mut k = 0;
             for g in left.iter_mut().filter(|g| g.len() > 1) {
                 *g = if eff[k + 1].better_than(&eff[k]) {
@@ -173,7 +205,13 @@ pub(super) fn screen(
                 k += 2;
             }
         }
-        let last: Vec<usize> = left.iter().map(|g| g[0]).collect();
+        // A token the split of another label's group already measured is not measured
+        // again.
+        let last: Vec<usize> = left
+            .iter()
+            .map(|g| g[0])
+            .filter(|&i| alone.insert(i))
+            .collect();
         let seqs: Vec<Vec<u32>> = last.iter().map(|&i| items[i].0.clone()).collect();
         let eff = ev.evaluate_with(&seqs, Some(plan.screen), None)?.0;
         out.extend(last.iter().zip(eff).map(|(&i, e)| found(i, e)));
@@ -182,11 +220,52 @@ pub(super) fn screen(
     Ok(Screened {
         units: done,
         of: units.len(),
-        only_in_groups: in_groups - bisected,
-        groups: groups.len(),
+        only_in_groups: in_groups - alone.len(),
+        split_to: alone.len(),
+        groups: screened_groups,
         bisected,
         unsplit_movers: movers - bisected,
     })
+}
+
+/// The effects of `halves` on `rows`, each toward its target (its best one where `None`),
+/// in one batch per target.
+fn toward_each(
+    ev: &Evaluator,
+    rows: &[usize],
+    items: &[(Vec<u32>, Source)],
+    halves: &[Vec<usize>],
+    targets: &[Option<u32>],
+) -> Result<Vec<Effect>> {
+    let mut out: Vec<Option<Effect>> = vec![None; halves.len()];
+    let mut distinct: Vec<Option<u32>> = targets.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for t in distinct {
+        let at: Vec<usize> = (0..halves.len()).filter(|&i| targets[i] == t).collect();
+        let seqs: Vec<Vec<u32>> = at.iter().map(|&i| joined(items, &halves[i])).collect();
+        for (&i, e) in at.iter().zip(ev.evaluate_on(&seqs, rows, t)?) {
+            out[i] = Some(e);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The order in which `sorted` groups (best first) are split: the targets they drive to
+/// take turns, each target's groups best first. A trigger drives to one label, and on a
+/// sentiment classifier the task's words of one polarity would fill the first places of
+/// one ranking.
+fn target_turns(sorted: &[(Vec<usize>, Effect)]) -> Vec<usize> {
+    let mut slot: HashMap<Option<u32>, usize> = HashMap::new();
+    let mut rankings: Vec<Vec<usize>> = Vec::new();
+    for (i, (_, e)) in sorted.iter().enumerate() {
+        let k = *slot.entry(e.target).or_insert_with(|| {
+            rankings.push(Vec::new());
+            rankings.len() - 1
+        });
+        rankings[k].push(i);
+    }
+    take_turns(&rankings).into_iter().map(|(i, _)| i).collect()
 }
 
 /// The tokens of items `members`, in order, as one inserted sequence.
@@ -296,6 +375,26 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].seq, vec![trigger]);
         assert_eq!(s.only_in_groups, items.len() - 1);
+    }
+
+    /// Groups driving to the label that the task's words fill a ranking with wait their
+    /// turn: the other label's best is split second, not last.
+    #[test]
+    fn labels_take_turns_when_groups_are_split() {
+        let e = |score: f64, target: u32| Effect {
+            score,
+            detail: 0.0,
+            target: Some(target),
+            hits: 1,
+            trials: 3,
+        };
+        let sorted: Vec<(Vec<usize>, Effect)> = [(1.0, 0), (0.9, 0), (0.8, 0), (0.7, 1), (0.6, 1)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (score, t))| (vec![i], e(score, t)))
+            .collect();
+        assert_eq!(target_turns(&sorted), vec![0, 3, 1, 4, 2]);
+        assert!(target_turns(&[]).is_empty());
     }
 
     #[test]

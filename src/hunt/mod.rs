@@ -135,7 +135,10 @@ pub struct HuntParams {
     pub group_size: Option<usize>,
     /// Probe rows each group, and each half while splitting one, is screened on; `None`
     /// takes one per insertion point (at least 2): a trigger planted at one place may act
-    /// only there.
+    /// only there. A classifier's groups are measured toward every label, so `None` there
+    /// takes every label on every insertion point (the least common multiple of the two
+    /// counts, at most [`HuntParams::screen_rows`]): a trigger toward a label shows only
+    /// on rows not already at it.
     pub group_rows: Option<usize>,
     /// Candidates re-measured on every probe row after screening.
     pub confirm: usize,
@@ -1190,7 +1193,16 @@ impl Ctx<'_, '_> {
             .min(ev.room())
             .max(1);
         let stride = p.insertions.len();
-        let rows = p.group_rows.unwrap_or(stride.max(2));
+        let rows = p.group_rows.unwrap_or(match ev.objective {
+            // Every label on every insertion point, as far as the screen rows go.
+            Objective::Classifier => {
+                let labels: HashSet<u32> = ev.clean_predictions().iter().copied().collect();
+                lcm(labels.len().max(1), stride.max(1))
+                    .min(screen.len())
+                    .max(stride.max(2))
+            }
+            _ => stride.max(2),
+        });
         let coarse = screen_rows(ev.clean_predictions(), ev.width(), stride, rows);
         let grouped = groups::screen(
             ev,
@@ -1220,10 +1232,12 @@ impl Ctx<'_, '_> {
         if grouped.groups > 0 {
             notes.push(format!(
                 "{} candidates were screened in {} groups of up to {size} on {} rows each; \
-                 the {} groups that moved the model most were split down to one token",
-                in_groups + grouped.bisected,
+                 {} moved the model (a classifier's group once per label it moved to), and \
+                 {} of them, the strongest first, were split down to one token",
+                in_groups + grouped.split_to,
                 grouped.groups,
                 coarse.len(),
+                grouped.bisected + grouped.unsplit_movers,
                 grouped.bisected
             ));
         }

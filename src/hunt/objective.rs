@@ -398,6 +398,33 @@ impl<'m> Evaluator<'m> {
         Ok(self.measure(seqs, Some(rows), None, target)?.0)
     }
 
+    /// Measure every sequence on the probe rows `rows` toward each target it could have:
+    /// a classifier's every label (from the same forward pass), one effect per label in
+    /// label order; other objectives' one best effect. A group of candidates may hold a
+    /// trigger toward one label and task words toward another, and its best label alone
+    /// would hide the trigger.
+    pub fn evaluate_each_target(
+        &self,
+        seqs: &[Vec<u32>],
+        rows: &[usize],
+    ) -> Result<Vec<Vec<Effect>>> {
+        if self.objective != Objective::Classifier {
+            let best = self.measure(seqs, Some(rows), None, None)?.0;
+            return Ok(best.into_iter().map(|e| vec![e]).collect());
+        }
+        let labels = self.clean_rows.first().map_or(0, Vec::len) as u32;
+        Ok(self
+            .measure_with(seqs, Some(rows), None, |y, n, idx| {
+                let per: Vec<Vec<Effect>> = (0..labels)
+                    .map(|l| self.aggregate(y, n, idx, Some(l)))
+                    .collect::<Result<_>>()?;
+                Ok((0..n)
+                    .map(|c| per.iter().map(|e| e[c].finite()).collect())
+                    .collect())
+            })?
+            .0)
+    }
+
     fn measure(
         &self,
         seqs: &[Vec<u32>],
@@ -405,6 +432,27 @@ impl<'m> Evaluator<'m> {
         coverage: Option<&Coverage>,
         only: Option<u32>,
     ) -> Result<(Vec<Effect>, Vec<Vec<u64>>)> {
+        // A token whose embedding row holds NaN makes the model's output NaN: that is a
+        // broken row, not a hijack, and a NaN score sorts first and would crowd the real
+        // findings out of every ranking.
+        self.measure_with(seqs, subset, coverage, |y, n, idx| {
+            Ok(self
+                .aggregate(y, n, idx, only)?
+                .into_iter()
+                .map(Effect::finite)
+                .collect())
+        })
+    }
+
+    /// Run every sequence on the rows `subset` in batches; `results` turns a batch's
+    /// outputs (for `n` sequences on the rows `idx`) into one result per sequence.
+    fn measure_with<T>(
+        &self,
+        seqs: &[Vec<u32>],
+        subset: Option<&[usize]>,
+        coverage: Option<&Coverage>,
+        results: impl Fn(&Tensor, usize, &[usize]) -> Result<Vec<T>>,
+    ) -> Result<(Vec<T>, Vec<Vec<u64>>)> {
         let all: Vec<usize> = (0..self.width()).collect();
         let idx = subset.unwrap_or(&all);
         let per_batch = (self.batch_rows / idx.len().max(1)).max(1);
@@ -421,14 +469,7 @@ impl<'m> Evaluator<'m> {
             let (out, batch) = self.run(&rows)?;
             let t = Instant::now();
             let y = self.head(&out, &batch, &rows)?;
-            // A token whose embedding row holds NaN makes the model's output NaN: that is a
-            // broken row, not a hijack, and a NaN score sorts first and would crowd the
-            // real findings out of every ranking.
-            effects.extend(
-                self.aggregate(&y, chunk.len(), idx, only)?
-                    .into_iter()
-                    .map(Effect::finite),
-            );
+            effects.extend(results(&y, chunk.len(), idx)?);
             TimeSplit::add(&self.time, |t| &mut t.objective, t);
             if let Some(c) = coverage {
                 cov.extend(self.fired(c, &out, &batch, chunk.len(), idx.len())?);
@@ -1179,6 +1220,51 @@ mod tests {
                     for (a, b) in grad(f, p).iter().zip(&whole) {
                         let err = (a - b).abs() / scale;
                         assert!(err < 1e-4, "{name} {obj:?} {f}x{p}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass toward every label gives what a pass toward each label gives, and the
+    /// best of them is the best-label effect; other objectives give their one best effect.
+    #[test]
+    fn each_target_is_every_label_measured_at_once() {
+        for (name, objectives) in zoo_objectives() {
+            let model = zoo_f32(name);
+            let vocab = Vocab::new(&model);
+            let probes = build(
+                &model,
+                &vocab,
+                &two_texts(),
+                &[Insertion::Random],
+                4,
+                3,
+                None,
+            )
+            .unwrap();
+            let cand = vocab.by_rarity();
+            let seqs = vec![vec![cand[3]], vec![cand[7], cand[40]], vec![cand[500]]];
+            for obj in objectives {
+                let target = target_of(&model, obj);
+                let ev = Evaluator::new(&model, obj, probes.clone(), target, 64).unwrap();
+                let rows: Vec<usize> = (0..ev.width()).collect();
+                let each = ev.evaluate_each_target(&seqs, &rows).unwrap();
+                let best = ev.evaluate_on(&seqs, &rows, None).unwrap();
+                for (k, (each, best)) in each.iter().zip(&best).enumerate() {
+                    if obj == Objective::Classifier {
+                        assert_eq!(Some(each.len()), model.info().labels.as_ref().map(Vec::len));
+                        for (l, e) in each.iter().enumerate() {
+                            let one = ev.evaluate_on(&seqs[k..=k], &rows, Some(l as u32)).unwrap();
+                            assert_eq!(*e, one[0], "{name}: sequence {k}, label {l}");
+                        }
+                        let top =
+                            each.iter()
+                                .copied()
+                                .reduce(|a, b| if b.better_than(&a) { b } else { a });
+                        assert_eq!(top.unwrap().score, best.score, "{name}: sequence {k}");
+                    } else {
+                        assert_eq!(each, &vec![*best], "{name} {obj:?}: sequence {k}");
                     }
                 }
             }
