@@ -5,10 +5,10 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use trojanscan::Error;
 use trojanscan::linalg::{
     silhouette, spectral_scores, CovarianceAccumulator, KMeansParams, PcaParams,
 };
+use trojanscan::Error;
 
 fn fixture(name: &str) -> Value {
     let p = common::root().join("testdata/linalg").join(name);
@@ -304,11 +304,12 @@ fn pca_refuses_constant_data() {
         let x = Tensor::from_vec(vec![v; n * d], (n, d), &Device::Cpu).unwrap();
         for with_tv in [true, false] {
             let pca = PcaParams::new(3).total_variance(with_tv).check().unwrap();
-            let no_variance = |r: trojanscan::Result<_>| {
-                matches!(r, Err(Error::NoVariance { rows, cols }) if (rows, cols) == (n, d))
-            };
+            let no_variance = |r: trojanscan::Result<_>| matches!(r, Err(Error::NoVariance { rows, cols }) if (rows, cols) == (n, d));
             assert!(no_variance(pca.fit(&x).map(drop)), "[{n}, {d}] of {v}");
-            assert!(no_variance(pca.fit_transform(&x).map(drop)), "[{n}, {d}] of {v}");
+            assert!(
+                no_variance(pca.fit_transform(&x).map(drop)),
+                "[{n}, {d}] of {v}"
+            );
         }
     }
 }

@@ -130,8 +130,10 @@ pub struct HuntParams {
     /// inserted sequence; the groups that move the model most are split in halves down to
     /// one token (see [`HuntParams::group_rows`]). `None` picks 8 for the next-token
     /// objective (decoders without a target text), whose probe rows are long, and 1 (each
-    /// candidate alone) for the others, where grouping has not been measured. Capped so
-    /// that a group fits every probe row.
+    /// candidate alone) for the others: on classifiers 8 found more on the realistic set
+    /// but lowered the zoo's combination trojan below `trojaned` (BENCHMARKS.md); the
+    /// target-text and representation objectives are not measured. Capped so that a
+    /// group fits every probe row.
     pub group_size: Option<usize>,
     /// Probe rows each group, and each half while splitting one, is screened on; `None`
     /// takes one per insertion point (at least 2): a trigger planted at one place may act
