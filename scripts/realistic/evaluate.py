@@ -108,6 +108,7 @@ def main():
                         for t in r.get("triggers", [])[:3]],
                 "seconds": round(r.get("wall", r.get("seconds", 0)), 1),
                 "error": r.get("error"),
+                "hunt_args": a.hunt_args,
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

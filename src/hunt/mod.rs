@@ -138,8 +138,9 @@ pub struct HuntParams {
     /// Probe rows each group, and each half while splitting one, is screened on; `None`
     /// takes one per insertion point (at least 2): a trigger planted at one place may act
     /// only there. A classifier's groups are measured toward every label, so `None` there
-    /// takes every label on every insertion point (the least common multiple of the two
-    /// counts, at most [`HuntParams::screen_rows`]): a trigger toward a label shows only
+    /// takes every label on every insertion point (labels × points rows, at most
+    /// [`HuntParams::screen_rows`], so three or more labels at three points are not all
+    /// covered): a trigger toward a label shows only
     /// on rows not already at it.
     pub group_rows: Option<usize>,
     /// Candidates re-measured on every probe row after screening.
@@ -1199,7 +1200,7 @@ impl Ctx<'_, '_> {
             // Every label on every insertion point, as far as the screen rows go.
             Objective::Classifier => {
                 let labels: HashSet<u32> = ev.clean_predictions().iter().copied().collect();
-                lcm(labels.len().max(1), stride.max(1))
+                (labels.len().max(1) * stride.max(1))
                     .min(screen.len())
                     .max(stride.max(2))
             }
@@ -1235,7 +1236,7 @@ impl Ctx<'_, '_> {
             notes.push(format!(
                 "{} candidates were screened in {} groups of up to {size} on {} rows each; \
                  {} moved the model (a classifier's group once per label it moved to), and \
-                 {} of them, the strongest first, were split down to one token",
+                 {} of them were split down to one token",
                 in_groups + grouped.split_to,
                 grouped.groups,
                 coarse.len(),
