@@ -144,8 +144,9 @@ pub(super) fn screen(
         }
         progress.advance((alone.len() + members) as u64);
     }
-    // Bisection, best groups first, a few at a time so that every level of halves runs
-    // as one batch and the clock is checked about once a batch of rows. Where rows are
+    // Bisection, best groups first (a classifier's labels taking turns), a few at a time
+    // so that every level of halves runs as one batch and the clock is checked about once
+    // a batch of rows. Where rows are
     // taken over (a label, a next token), a group that took over none holds no trigger
     // that acts alone and is not split; other objectives have no such test, and every
     // group is a candidate for splitting.
@@ -229,7 +230,7 @@ pub(super) fn screen(
 }
 
 /// The effects of `halves` on `rows`, each toward its target (its best one where `None`),
-/// in one batch per target.
+/// from one batch: every level of halves stays one pass, whatever labels they aim at.
 fn toward_each(
     ev: &Evaluator,
     rows: &[usize],
@@ -237,18 +238,17 @@ fn toward_each(
     halves: &[Vec<usize>],
     targets: &[Option<u32>],
 ) -> Result<Vec<Effect>> {
-    let mut out: Vec<Option<Effect>> = vec![None; halves.len()];
-    let mut distinct: Vec<Option<u32>> = targets.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    for t in distinct {
-        let at: Vec<usize> = (0..halves.len()).filter(|&i| targets[i] == t).collect();
-        let seqs: Vec<Vec<u32>> = at.iter().map(|&i| joined(items, &halves[i])).collect();
-        for (&i, e) in at.iter().zip(ev.evaluate_on(&seqs, rows, t)?) {
-            out[i] = Some(e);
-        }
-    }
-    Ok(out.into_iter().flatten().collect())
+    let seqs: Vec<Vec<u32>> = halves.iter().map(|h| joined(items, h)).collect();
+    let each = ev.evaluate_each_target(&seqs, rows)?;
+    Ok(each
+        .into_iter()
+        .zip(targets)
+        .map(|(e, t)| match t {
+            // A classifier's effects are one per label, in label order.
+            Some(l) if e.len() > 1 && (*l as usize) < e.len() => e[*l as usize],
+            _ => e[0],
+        })
+        .collect())
 }
 
 /// The order in which `sorted` groups (best first) are split: the targets they drive to

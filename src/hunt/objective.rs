@@ -415,11 +415,19 @@ impl<'m> Evaluator<'m> {
         let labels = self.clean_rows.first().map_or(0, Vec::len) as u32;
         Ok(self
             .measure_with(seqs, Some(rows), None, |y, n, idx| {
-                let per: Vec<Vec<Effect>> = (0..labels)
-                    .map(|l| self.aggregate(y, n, idx, Some(l)))
-                    .collect::<Result<_>>()?;
+                // The outputs are read once; each label is scored from them.
+                let p = idx.len();
+                let logp: Vec<Vec<f32>> = y.to_vec2()?;
+                let clean: Vec<Vec<f32>> =
+                    idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
+                let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
                 Ok((0..n)
-                    .map(|c| per.iter().map(|e| e[c].finite()).collect())
+                    .map(|c| {
+                        let rows = &logp[c * p..(c + 1) * p];
+                        (0..labels)
+                            .map(|l| classifier_effect(rows, &clean, &pred, Some(l)).finite())
+                            .collect()
+                    })
                     .collect())
             })?
             .0)
