@@ -146,10 +146,9 @@ pub(super) fn screen(
     }
     // Bisection, best groups first (a classifier's labels taking turns), a few at a time
     // so that every level of halves runs as one batch and the clock is checked about once
-    // a batch of rows. Where rows are
-    // taken over (a label, a next token), a group that took over none holds no trigger
-    // that acts alone and is not split; other objectives have no such test, and every
-    // group is a candidate for splitting.
+    // a batch of rows. Where rows are taken over (a label, a next token), a group that
+    // took over none holds no trigger that acts alone and is not split; other objectives
+    // have no such test, and every group is a candidate for splitting.
     groups.sort_by(|a, b| b.1.cmp(&a.1));
     let counts_rows = matches!(ev.objective, Objective::Classifier | Objective::NextToken);
     let movers = groups
@@ -174,12 +173,9 @@ pub(super) fn screen(
             break;
         }
         let mut left: Vec<Vec<usize>> = round.iter().map(|&k| groups[k].0.clone()).collect();
-        // A classifier's group is split toward the label it moved to; halves of different
-        // groups are measured one label at a time.
-        let toward: Vec<Option<u32>> = round
-            .iter()
-            .map(|&k| if labels { groups[k].1.target } else { None })
-            .collect();
+        // A classifier's group is split toward the label it moved to (a decoder's has one
+        // effect per half, its best: see `toward_each`).
+        let toward: Vec<Option<u32>> = round.iter().map(|&k| groups[k].1.target).collect();
         while left.iter().any(|g| g.len() > 1) {
             let halves: Vec<Vec<usize>> = left
                 .iter()

@@ -417,10 +417,7 @@ impl<'m> Evaluator<'m> {
             .measure_with(seqs, Some(rows), None, |y, n, idx| {
                 // The outputs are read once; each label is scored from them.
                 let p = idx.len();
-                let logp: Vec<Vec<f32>> = y.to_vec2()?;
-                let clean: Vec<Vec<f32>> =
-                    idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
-                let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
+                let (logp, clean, pred) = self.classifier_rows(y, idx)?;
                 Ok((0..n)
                     .map(|c| {
                         let rows = &logp[c * p..(c + 1) * p];
@@ -498,10 +495,7 @@ impl<'m> Evaluator<'m> {
         let p = idx.len();
         match self.objective {
             Objective::Classifier => {
-                let logp: Vec<Vec<f32>> = y.to_vec2()?;
-                let clean: Vec<Vec<f32>> =
-                    idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
-                let pred: Vec<u32> = idx.iter().map(|&i| self.clean_pred[i]).collect();
+                let (logp, clean, pred) = self.classifier_rows(y, idx)?;
                 Ok((0..n)
                     .map(|c| classifier_effect(&logp[c * p..(c + 1) * p], &clean, &pred, only))
                     .collect())
@@ -555,6 +549,20 @@ impl<'m> Evaluator<'m> {
                     .collect())
             }
         }
+    }
+
+    /// A classifier batch's log-probabilities on the host, with the clean rows'
+    /// log-probabilities and predictions for the probe rows `idx`.
+    #[allow(clippy::type_complexity)]
+    fn classifier_rows(
+        &self,
+        y: &Tensor,
+        idx: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<u32>)> {
+        let logp: Vec<Vec<f32>> = y.to_vec2()?;
+        let clean = idx.iter().map(|&i| self.clean_rows[i].clone()).collect();
+        let pred = idx.iter().map(|&i| self.clean_pred[i]).collect();
+        Ok((logp, clean, pred))
     }
 
     fn clean(&self) -> Result<&Tensor> {
